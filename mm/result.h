@@ -45,36 +45,42 @@ constexpr const char* error_name(Error e) {
     return "unknown error";
 }
 
-// Carrier for the error alternative: `return Err{Error::NoMemory};` or `return err(Error::NoMemory);`
-struct Err {
-    Error error;
+// Carrier for the error alternative: `return Err{Error::NoMemory};` or
+// `return err(Error::NoMemory);`. The VMM uses Unexpected<pv::Error> the same way.
+template <class E>
+struct Unexpected {
+    E error;
 };
+using Err = Unexpected<Error>;
 constexpr Err err(Error e) { return Err{e}; }
 
-template <class T>
+// A value of type T or an error of type E (mm::Error unless stated).
+template <class T, class E = Error>
 class [[nodiscard]] Result {
 public:
     using value_type = T;
+    using error_type = E;
 
-    constexpr Result(const T& v) : m_has(true), m_value(v) {}  // NOLINT(google-explicit-constructor)
+    constexpr Result(const T& v) : m_has(true), m_value(v) {}        // NOLINT(google-explicit-constructor)
     constexpr Result(T&& v) : m_has(true), m_value(std::move(v)) {}  // NOLINT(google-explicit-constructor)
-    constexpr Result(Err e) : m_has(false), m_error(e.error) {}  // NOLINT(google-explicit-constructor)
+    constexpr Result(Unexpected<E> e) : m_has(false), m_error(std::move(e.error)) {}  // NOLINT
 
     // Copies use placement new (std::construct_at lives in <memory>, outside the
     // freestanding allow-list), so they are not constexpr; construction is.
     Result(const Result& o) : m_has(o.m_has) {
         if (m_has) ::new (static_cast<void*>(&m_value)) T(o.m_value);
-        else m_error = o.m_error;
+        else ::new (static_cast<void*>(&m_error)) E(o.m_error);
     }
     Result(Result&& o) noexcept : m_has(o.m_has) {
         if (m_has) ::new (static_cast<void*>(&m_value)) T(std::move(o.m_value));
-        else m_error = o.m_error;
+        else ::new (static_cast<void*>(&m_error)) E(std::move(o.m_error));
     }
     Result& operator=(Result o) noexcept {
+        if (this == &o) return *this;
         destroy();
         m_has = o.m_has;
         if (m_has) ::new (static_cast<void*>(&m_value)) T(std::move(o.m_value));
-        else m_error = o.m_error;
+        else ::new (static_cast<void*>(&m_error)) E(std::move(o.m_error));
         return *this;
     }
     constexpr ~Result() { destroy(); }
@@ -86,7 +92,7 @@ public:
     [[nodiscard]] constexpr const T& value() const& { MM_ASSERT(m_has); return m_value; }
     [[nodiscard]] constexpr T&& value() && { MM_ASSERT(m_has); return std::move(m_value); }
     [[nodiscard]] constexpr T value_or(T fallback) const { return m_has ? m_value : fallback; }
-    [[nodiscard]] constexpr Error error() const { MM_ASSERT(!m_has); return m_error; }
+    [[nodiscard]] constexpr const E& error() const { MM_ASSERT(!m_has); return m_error; }
 
     constexpr T& operator*() & { return value(); }
     constexpr const T& operator*() const& { return value(); }
@@ -96,29 +102,52 @@ public:
 private:
     constexpr void destroy() {
         if (m_has) m_value.~T();
+        else m_error.~E();
     }
     bool m_has;
     union {
         T m_value;
-        Error m_error;
+        E m_error;
     };
 };
 
-template <>
-class [[nodiscard]] Result<void> {
+template <class E>
+class [[nodiscard]] Result<void, E> {
 public:
     using value_type = void;
-    constexpr Result() = default;
-    constexpr Result(Err e) : m_has(false), m_error(e.error) {}  // NOLINT(google-explicit-constructor)
+    using error_type = E;
+    constexpr Result() : m_has(true), m_dummy(0) {}
+    constexpr Result(Unexpected<E> e) : m_has(false), m_error(std::move(e.error)) {}  // NOLINT
+
+    Result(const Result& o) : m_has(o.m_has), m_dummy(0) {
+        if (!m_has) ::new (static_cast<void*>(&m_error)) E(o.m_error);
+    }
+    Result(Result&& o) noexcept : m_has(o.m_has), m_dummy(0) {
+        if (!m_has) ::new (static_cast<void*>(&m_error)) E(std::move(o.m_error));
+    }
+    Result& operator=(Result o) noexcept {
+        if (this == &o) return *this;
+        destroy();
+        m_has = o.m_has;
+        if (!m_has) ::new (static_cast<void*>(&m_error)) E(std::move(o.m_error));
+        return *this;
+    }
+    constexpr ~Result() { destroy(); }
 
     [[nodiscard]] constexpr bool has_value() const { return m_has; }
     constexpr explicit operator bool() const { return m_has; }
     constexpr void value() const { MM_ASSERT(m_has); }
-    [[nodiscard]] constexpr Error error() const { MM_ASSERT(!m_has); return m_error; }
+    [[nodiscard]] constexpr const E& error() const { MM_ASSERT(!m_has); return m_error; }
 
 private:
-    bool m_has = true;
-    Error m_error = Error::BadState;
+    constexpr void destroy() {
+        if (!m_has) m_error.~E();
+    }
+    bool m_has;
+    union {
+        char m_dummy;
+        E m_error;
+    };
 };
 
 using Status = Result<void>;
@@ -133,7 +162,7 @@ constexpr Status ok() { return {}; }
 #define MM_TRY(expr)                                                   \
     do {                                                               \
         if (auto&& mm_try_r = (expr); !mm_try_r.has_value()) [[unlikely]] \
-            return ::mm::Err{mm_try_r.error()};                        \
+            return ::mm::Unexpected<std::remove_cvref_t<decltype(mm_try_r.error())>>{mm_try_r.error()}; \
     } while (0)
 
 // `MM_TRY_ASSIGN(auto x, f());` declares x from the value of f() or propagates its error.
@@ -141,5 +170,5 @@ constexpr Status ok() { return {}; }
 #define MM_TRY_ASSIGN_IMPL(tmp, decl, expr)             \
     auto tmp = (expr);                                  \
     if (!tmp.has_value()) [[unlikely]]                  \
-        return ::mm::Err{tmp.error()};                  \
+        return ::mm::Unexpected<std::remove_cvref_t<decltype(tmp.error())>>{tmp.error()}; \
     decl = std::move(tmp).value()
