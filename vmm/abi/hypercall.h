@@ -1,0 +1,114 @@
+// Hypercall ABI v1, shared by the VMM and the guest (freestanding: mm/std.h only).
+//
+// Mechanism (docs/hypercall-abi.md has the full text):
+//  1. The guest (at CPL3) fills its vCPU's HypercallPage (layout::hypercall_page(vcpu)):
+//     `nr` and `args`.
+//  2. It stores `nr` (one 8-byte store) to layout::kDoorbellAddr. No memslot backs
+//     that guest-physical page, so the store is an MMIO exit; the VMM knows which
+//     vCPU exited, reads the page, runs the call, writes `ret` (and `ret_aux`),
+//     and resumes the vCPU after the store.
+//  3. The guest reads `ret`: >= 0 success (a call-specific value), < 0 an HcError.
+// Pointers in args are guest-virtual; the VMM validates every pointer/length
+// against the guest's page tables (present + user + the needed access) and its
+// RAM before touching memory: a bad one returns kFault, never crashes the VMM.
+//
+// CPU exceptions at CPL3 enter a CPL0 stub (layout::kExceptionStubsAddr) that
+// pushes an ExceptionFrame on the vCPU's kernel stack and does `out` to
+// layout::kExceptionPort; the VMM reads the frame from guest memory. In ABI v1
+// every exception is fatal and reported (vector, error code, RIP, CR2).
+#pragma once
+
+#include "mm/std.h"
+
+namespace pv::abi {
+
+inline constexpr uint32_t kAbiVersion = 1;
+inline constexpr uint64_t kBootMagic = 0x3176'7367'6170'7670ULL;  // "pvpagsv1" little-endian
+
+enum class Call : uint64_t {
+    Nop = 0,            // () -> 0; measures the round trip
+    Version = 1,        // () -> kAbiVersion
+    ConsoleWrite = 2,   // (const char* gva, u64 len) -> bytes written; len <= kMaxConsoleWrite
+    Exit = 3,           // (i64 code) -> does not return; the VM's exit status is code & 0xff
+    Report = 4,         // (const ReportField* gva, u64 count) -> count; count <= kMaxReportFields
+    // 16..31 reserved for the memory calls (mmap, munmap, mprotect, brk, ...).
+    Mmap = 16,
+    Munmap = 17,
+    Mprotect = 18,
+    Brk = 19,
+};
+inline constexpr uint64_t kFirstMemoryCall = 16;
+inline constexpr uint64_t kLastMemoryCall = 31;
+
+// Negative return values.
+enum class HcError : int64_t {
+    BadCall = -1,    // unknown call number
+    Fault = -2,      // a pointer/length does not lie in mapped, user-accessible guest memory
+    Invalid = -3,    // an argument is out of its range
+    NoMemory = -4,   // the guest's memory quota or the host is exhausted
+    Permission = -5, // the access is not allowed
+    TooBig = -6,     // a length exceeds the call's limit
+};
+
+inline constexpr uint64_t kMaxConsoleWrite = 4096;
+inline constexpr uint64_t kMaxReportFields = 128;
+
+// One page per vCPU, user read-write, at layout::hypercall_page(vcpu).
+struct HypercallPage {
+    uint64_t nr;       // Call; also the value stored to the doorbell
+    uint64_t args[6];  // call arguments
+    int64_t ret;       // result (>= 0) or -HcError, written by the VMM
+    uint64_t ret_aux;  // second result where a call documents one
+    uint64_t seq;      // incremented by the VMM after every completed call
+};
+static_assert(sizeof(HypercallPage) <= 4096);
+
+enum class FieldType : uint32_t { U64 = 1, I64 = 2, F64 = 3 };
+inline constexpr uint64_t kReportKeyLen = 24;
+
+// One structured result: a key (NUL-padded, [A-Za-z0-9_.-], not empty) and a value.
+struct ReportField {
+    char key[kReportKeyLen];
+    FieldType type;
+    uint32_t reserved;  // must be 0
+    union {
+        uint64_t u64;
+        int64_t i64;
+        double f64;
+    } value;
+};
+static_assert(sizeof(ReportField) == 40);
+
+// Read-only page at layout::kBootInfoAddr, written by the VMM before the first entry.
+struct BootInfo {
+    uint64_t magic;        // kBootMagic
+    uint32_t abi_version;  // kAbiVersion
+    uint32_t vcpu_count;
+    uint64_t ram_size;       // bytes of guest RAM
+    uint64_t free_ram_start; // layout::kFreeRamStart
+    uint64_t free_ram_end;   // end of the low RAM range usable by the guest
+    uint64_t seed;           // --seed, for workloads
+    char workload[32];       // NUL-terminated workload name ("" = the image's default)
+    uint64_t params[8];      // workload parameters (workload-defined)
+};
+static_assert(sizeof(BootInfo) <= 4096);
+
+// What the CPL0 stub leaves on the vCPU's kernel stack, lowest address first.
+// It ends at layout::kernel_stack_top(vcpu): the VMM reads it from there.
+struct ExceptionFrame {
+    uint64_t cr2;
+    uint64_t saved_rax;
+    uint64_t vector;
+    uint64_t error_code;  // 0 for vectors without one
+    uint64_t rip;
+    uint64_t cs;
+    uint64_t rflags;
+    uint64_t rsp;
+    uint64_t ss;
+};
+static_assert(sizeof(ExceptionFrame) == 72);
+
+// Entry state of every vCPU: CPL3 at the ELF entry point, RSP = user_stack_top(vcpu),
+// RDI = vcpu index, RSI = kBootInfoAddr, RFLAGS = 0x2 (interrupts off), other GPRs 0.
+
+}  // namespace pv::abi
