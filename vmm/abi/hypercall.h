@@ -16,6 +16,9 @@
 // pushes an ExceptionFrame on the vCPU's kernel stack and does `out` to
 // layout::kExceptionPort; the VMM reads the frame from guest memory. In ABI v1
 // every exception is fatal and reported (vector, error code, RIP, CR2).
+// Stub for vector v at kExceptionStubsAddr + 16*v: `push $0` (vectors without an
+// error code), `push $v`, jump to common code: `push %rax; mov %cr2,%rax;
+// push %rax; out %al,$kExceptionPort; pop %rax; pop %rax; add $16,%rsp; iretq`.
 #pragma once
 
 #include "mm/std.h"
@@ -31,6 +34,8 @@ enum class Call : uint64_t {
     ConsoleWrite = 2,   // (const char* gva, u64 len) -> bytes written; len <= kMaxConsoleWrite
     Exit = 3,           // (i64 code) -> does not return; the VM's exit status is code & 0xff
     Report = 4,         // (const ReportField* gva, u64 count) -> count; count <= kMaxReportFields
+    VcpuStop = 5,       // () -> does not return; this vCPU stops. The VM ends with status 0 when every
+                        // vCPU has stopped, or with Exit's code as soon as any vCPU calls Exit.
     // 16..31 reserved for the memory calls (mmap, munmap, mprotect, brk, ...).
     Mmap = 16,
     Munmap = 17,

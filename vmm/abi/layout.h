@@ -43,10 +43,13 @@ inline constexpr uint64_t kFreeRamStart = 0x200'0000;      // 32 MiB: first byte
 inline constexpr uint64_t kMinRamSize = 0x300'0000;        // 48 MiB: smallest guest
 inline constexpr uint64_t kLowRamLimit = 0xC000'0000;      // RAM below 3 GiB; the rest starts at k4GiB
 inline constexpr uint64_t k4GiB = 0x1'0000'0000;
-inline constexpr uint64_t kDoorbellAddr = 0xD000'0000;     // hypercall doorbell: no memslot, mapped user RW (MMIO exit)
+inline constexpr uint64_t kDeviceWindowAddr = 0xD000'0000;  // 64 KiB with no memslot, mapped user RW: every access exits
+inline constexpr uint64_t kDeviceWindowSize = 0x1'0000;
+inline constexpr uint64_t kDoorbellAddr = kDeviceWindowAddr;  // hypercall doorbell (8-byte store); any other access to
+                                                              // the window is an "unmapped GPA" guest error
 
 inline constexpr uint32_t kMaxVcpus = 32;                  // kUserStacks/kKernelStacks/TSS/hypercall pages sized for this
-inline constexpr uint16_t kExceptionPort = 0x0700;         // CPL0 exception stub's `out` port (see docs/hypercall-abi.md)
+inline constexpr uint16_t kExceptionPort = 0x00F4;         // CPL0 exception stub's `out %al, $imm8` port (docs/hypercall-abi.md)
 
 // GDT selectors.
 inline constexpr uint16_t kKernelCodeSelector = 0x08;
