@@ -1,0 +1,53 @@
+#include "guest/programs/programs.h"
+#include "guest/rt/console.h"
+#include "guest/rt/runtime.h"
+
+namespace pv::guest {
+
+namespace {
+
+constexpr Program kPrograms[] = {
+    {"hello", "every vCPU says hello; vCPU 0 reports and exits 0 (the default)", run_hello},
+    {"help", "lists the programs", run_help},
+    {"exit", "exits with code params[0]", run_exit},
+    {"loop", "spins forever (for timeouts)", run_loop},
+    {"bad-mmio", "reads kDeviceWindowAddr + 0x8000 (an unmapped GPA)", run_bad_mmio},
+    {"null", "reads address 0 (#PF, CR2 = 0)", run_null},
+    {"ud", "executes ud2 (#UD)", run_ud},
+    {"badptr", "hypercalls with wild pointers/lengths; exits 0 iff all are rejected as expected", run_badptr},
+    {"hcbench", "params[0] Nop hypercalls (default 1000); params[1] != 0: on every vCPU", run_hcbench},
+};
+
+constexpr mm::size_t kNameMax = sizeof(abi::BootInfo::workload);
+
+}  // namespace
+
+std::span<const Program> programs() { return kPrograms; }
+
+const Program* find_program(const char* name) {
+    for (const Program& p : kPrograms) {
+        if (string_equal(p.name, name, kNameMax)) return &p;
+    }
+    return nullptr;
+}
+
+int64_t run_workload(uint32_t vcpu, const abi::BootInfo& boot) {
+    const char* name = boot.workload[0] == '\0' ? "hello" : boot.workload;
+    const Program* p = nullptr;
+    if (string_length(name, kNameMax) < kNameMax) p = find_program(name);
+    if (p == nullptr) {
+        if (vcpu != 0) vcpu_stop();
+        printf("pvguest: unknown workload '%.*s' (run workload 'help' for the list)\n", int(kNameMax), name);
+        return kUnknownWorkloadExitCode;
+    }
+    return p->run(vcpu, boot);
+}
+
+int64_t run_help(uint32_t vcpu, const abi::BootInfo&) {
+    if (vcpu != 0) vcpu_stop();
+    print("pvguest programs (select with the workload name; params are BootInfo::params):\n");
+    for (const Program& p : kPrograms) printf("  %-10s %s\n", p.name, p.summary);
+    return 0;
+}
+
+}  // namespace pv::guest

@@ -1,0 +1,199 @@
+// The real `pagevisor` binary: help, usage errors, exit statuses, one-line errors.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "tests/support/kvm.h"
+#include "vmm/cli/cli.h"
+
+#ifndef PAGEVISOR_BINARY
+#error "cli tests need the pagevisor binary"
+#endif
+
+namespace pv::cli {
+namespace {
+
+struct Outcome {
+    int status = -1;
+    std::string out;
+    std::string err;
+};
+
+std::string slurp(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+// Runs the binary through the shell with `args` (already quoted as needed).
+Outcome pagevisor(const std::string& args, const std::string& env = "") {
+    std::string dir = testing::TempDir();
+    // ctest runs test cases as parallel processes: one file pair per process.
+    std::string tag = "pv_cli_test." + std::to_string(::getpid());
+    std::string out = dir + tag + ".out", err = dir + tag + ".err";
+    std::string cmd = env + " '" PAGEVISOR_BINARY "' " + args + " >'" + out + "' 2>'" + err + "'";
+    int raw = std::system(cmd.c_str());
+    Outcome o;
+    o.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+    o.out = slurp(out);
+    o.err = slurp(err);
+    std::remove(out.c_str());
+    std::remove(err.c_str());
+    return o;
+}
+
+size_t lines(const std::string& s) { return static_cast<size_t>(std::count(s.begin(), s.end(), '\n')); }
+
+TEST(Cli, TopLevelHelpListsTheCommands) {
+    Outcome o = pagevisor("--help");
+    EXPECT_EQ(o.status, 0);
+    EXPECT_NE(o.out.find("run"), std::string::npos);
+    EXPECT_NE(o.out.find("info"), std::string::npos);
+    EXPECT_NE(o.out.find("--version"), std::string::npos);
+    EXPECT_NE(o.out.find("Exit status"), std::string::npos);
+}
+
+TEST(Cli, RunHelpDocumentsEveryOption) {
+    Outcome o = pagevisor("run --help");
+    EXPECT_EQ(o.status, 0);
+    for (const char* opt :
+         {"--guest", "--workload", "--param", "--seed", "--memory", "--vcpus", "--timeout", "--quiet"})
+        EXPECT_NE(o.out.find(opt), std::string::npos) << opt;
+    EXPECT_NE(o.out.find("256M"), std::string::npos) << "default memory";
+    EXPECT_NE(o.out.find("hello"), std::string::npos) << "default workload";
+}
+
+TEST(Cli, Version) {
+    Outcome o = pagevisor("--version");
+    EXPECT_EQ(o.status, 0);
+    EXPECT_EQ(o.out.rfind("pagevisor ", 0), 0u) << o.out;
+}
+
+TEST(Cli, UnknownFlagIsOneLineAndStatus2) {
+    Outcome o = pagevisor("run --bogus");
+    EXPECT_EQ(o.status, 2);
+    EXPECT_EQ(lines(o.err), 1u) << o.err;
+    EXPECT_EQ(o.err.rfind("pagevisor: error: ", 0), 0u) << o.err;
+    EXPECT_NE(o.err.find("run 'pagevisor run --help'"), std::string::npos) << o.err;
+}
+
+TEST(Cli, MissingSubcommandIsAUsageError) {
+    Outcome o = pagevisor("");
+    EXPECT_EQ(o.status, 2);
+    EXPECT_EQ(lines(o.err), 1u) << o.err;
+}
+
+TEST(Cli, BadValuesAreUsageErrors) {
+    for (const char* args : {"run --memory 12Q", "run --memory 16M", "run --vcpus 0", "run --vcpus 33",
+                             "run --timeout -1", "run --param abc", "run --param 1 2 3 4 5 6 7 8 9"}) {
+        Outcome o = pagevisor(args);
+        EXPECT_EQ(o.status, 2) << args << ": " << o.err;
+        EXPECT_EQ(lines(o.err), 1u) << args << ": " << o.err;
+        EXPECT_EQ(o.err.rfind("pagevisor: error: ", 0), 0u) << o.err;
+    }
+}
+
+TEST(Cli, MissingGuestFileIsAClearError) {
+    Outcome o = pagevisor("run --guest /nonexistent/guest.elf");
+    EXPECT_EQ(o.status, 8);  // I/O
+    EXPECT_EQ(lines(o.err), 1u) << o.err;
+    EXPECT_NE(o.err.find("/nonexistent/guest.elf"), std::string::npos) << o.err;
+    EXPECT_NE(o.err.find("No such file"), std::string::npos) << o.err;
+}
+
+TEST(Cli, GuestFromTheEnvironment) {
+    Outcome o = pagevisor("run", "PAGEVISOR_GUEST=/nonexistent/from-env.elf");
+    EXPECT_EQ(o.status, 8);
+    EXPECT_NE(o.err.find("/nonexistent/from-env.elf"), std::string::npos) << o.err;
+}
+
+TEST(Cli, DefaultRunBootsHelloAndReports) {
+    PV_REQUIRE_KVM();
+    Outcome o = pagevisor("run");
+    EXPECT_EQ(o.status, 0) << o.err;
+    EXPECT_TRUE(o.err.empty()) << o.err;
+    EXPECT_NE(o.out.find("hello from vCPU 0 of 1"), std::string::npos) << o.out;
+    EXPECT_NE(o.out.find("pagevisor report"), std::string::npos);
+    EXPECT_NE(o.out.find("time to first"), std::string::npos) << o.out;
+    EXPECT_NE(o.out.find("hello.vcpus"), std::string::npos) << o.out;
+}
+
+TEST(Cli, QuietSkipsTheReport) {
+    PV_REQUIRE_KVM();
+    Outcome o = pagevisor("run --quiet --vcpus 2");
+    EXPECT_EQ(o.status, 0) << o.err;
+    EXPECT_EQ(o.out.find("pagevisor report"), std::string::npos);
+    EXPECT_NE(o.out.find("[vcpu 1] hello from vCPU 1 of 2"), std::string::npos) << o.out;
+}
+
+TEST(Cli, ExitCodeIsTheGuests) {
+    PV_REQUIRE_KVM();
+    EXPECT_EQ(pagevisor("run -q --workload exit --param 7").status, 7);
+    EXPECT_EQ(pagevisor("run -q --workload exit --param 0x100").status, 0);
+    EXPECT_EQ(pagevisor("run -q --workload exit --param -1").status, 255);
+}
+
+TEST(Cli, GuestFaultIsOneLineAndStatus6) {
+    PV_REQUIRE_KVM();
+    Outcome o = pagevisor("run -q --workload bad-mmio");
+    EXPECT_EQ(o.status, 6);
+    EXPECT_EQ(lines(o.err), 1u) << o.err;
+    EXPECT_NE(o.err.find("pagevisor: error: guest accessed unmapped GPA 0xd0008000"), std::string::npos) << o.err;
+}
+
+TEST(Cli, TimeoutIsStatus7) {
+    PV_REQUIRE_KVM();
+    Outcome o = pagevisor("run -q --workload loop --timeout 0.3");
+    EXPECT_EQ(o.status, 7);
+    EXPECT_EQ(o.err, "pagevisor: error: guest did not finish within 0.3s (timeout)\n");
+}
+
+TEST(Cli, InfoNamesTheFlavour) {
+    PV_REQUIRE_KVM();
+    Outcome o = pagevisor("info");
+    EXPECT_EQ(o.status, 0) << o.err;
+    EXPECT_NE(o.out.find("KVM flavour:"), std::string::npos) << o.out;
+    bool named = o.out.find("PVM") != std::string::npos || o.out.find("VMX") != std::string::npos ||
+                 o.out.find("SVM") != std::string::npos || o.out.find("unknown") != std::string::npos;
+    EXPECT_TRUE(named) << o.out;
+    EXPECT_NE(o.out.find("KVM_CAP_IMMEDIATE_EXIT"), std::string::npos);
+    EXPECT_NE(o.out.find("host NUMA nodes"), std::string::npos);
+}
+
+// As an unprivileged user (root only: setpriv drops to nobody), /dev/kvm cannot be opened.
+TEST(Cli, NoPermissionForKvmIsExplained) {
+    struct stat st {};
+    if (::geteuid() != 0 || ::access("/usr/bin/setpriv", X_OK) != 0 || ::stat("/dev/kvm", &st) != 0)
+        GTEST_SKIP() << "needs root, setpriv and /dev/kvm";
+    if ((st.st_mode & S_IROTH) && (st.st_mode & S_IWOTH)) GTEST_SKIP() << "/dev/kvm is world-accessible here";
+    Outcome o = pagevisor("info", "setpriv --reuid=65534 --regid=65534 --clear-groups");
+    EXPECT_EQ(o.status, 4) << o.err;
+    EXPECT_EQ(o.err, "pagevisor: error: no permission to open /dev/kvm (add yourself to the kvm group)\n");
+}
+
+// In-process: run_cli with string streams (no binary needed).
+TEST(CliInProcess, ParseErrorGoesToErr) {
+    std::ostringstream out, err;
+    const char* argv[] = {"pagevisor", "run", "--vcpus", "many"};
+    EXPECT_EQ(run_cli(4, argv, out, err), 2);
+    EXPECT_EQ(err.str().rfind("pagevisor: error: ", 0), 0u);
+    EXPECT_TRUE(out.str().empty());
+}
+
+TEST(CliInProcess, DefaultGuestPathIsNextToTheBinary) {
+    unsetenv("PAGEVISOR_GUEST");
+    std::string p = default_guest_path();
+    EXPECT_NE(p.find("/guest/pvguest.elf"), std::string::npos) << p;
+    setenv("PAGEVISOR_GUEST", "/x/y.elf", 1);
+    EXPECT_EQ(default_guest_path(), "/x/y.elf");
+    unsetenv("PAGEVISOR_GUEST");
+}
+
+}  // namespace
+}  // namespace pv::cli

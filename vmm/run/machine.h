@@ -1,0 +1,104 @@
+// Machine: one VM from creation to teardown. create() builds everything the
+// guest needs (KVM VM, RAM, image, boot structures, page tables, vCPUs in
+// their entry state); run() starts one thread per vCPU, waits for the guest
+// to finish (or the timeout), stops and joins every vCPU thread.
+//
+// Threads: each vCPU thread runs KVM_RUN and handles its own exits. Shared
+// state is the stop record (m_lock), the console/report Services (own lock)
+// and the page table, which is read-only while the guest runs.
+// Stopping: the first terminal event (Exit, a guest error, a KVM error, the
+// timeout) is recorded and every vCPU is kicked (immediate_exit + a signal
+// installed without SA_RESTART, so a blocked KVM_RUN returns EINTR).
+#pragma once
+
+#include <pthread.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "vmm/hypercall/dispatcher.h"
+#include "vmm/kvm/kvm.h"
+#include "vmm/kvm/vcpu.h"
+#include "vmm/kvm/vm.h"
+#include "vmm/loader/elf_loader.h"
+#include "vmm/memory/guest_memory.h"
+#include "vmm/run/guest_access.h"
+#include "vmm/run/run_config.h"
+#include "vmm/run/services.h"
+#include "vmm/x86/exit.h"
+#include "vmm/x86/guest_page_table.h"
+
+namespace pv::run {
+
+class Machine {
+public:
+    static Expected<std::unique_ptr<Machine>> create(const RunConfig& config);
+    ~Machine();
+    Machine(const Machine&) = delete;
+    Machine& operator=(const Machine&) = delete;
+
+    // Runs the guest to completion. Call once.
+    RunResult run();
+
+private:
+    using Clock = std::chrono::steady_clock;
+    enum class Next { Continue, EndVcpu };
+    struct PerVcpu {
+        std::atomic<uint64_t> exits{0};
+        std::atomic<uint64_t> hypercalls{0};
+        abi::HypercallPage* page = nullptr;
+        pthread_t thread{};  // written before `started` is set
+        std::atomic<bool> started{false};
+    };
+
+    Machine(const RunConfig& config, kvm::Kvm kvm, loader::Image image, memory::GuestMemory mem);
+    Status boot(Clock::time_point created);
+    Status setup_vcpu(uint32_t i, const std::vector<kvm::CpuidEntry>& cpuid);
+
+    void start_threads();
+    void vcpu_loop(uint32_t i);
+    Next handle_exit(uint32_t i, const kvm::ExitState& exit);
+    Next on_hypercall(uint32_t i, const x86::ExitAction& action);
+    Next on_exception(uint32_t i);
+    Next on_stop(uint32_t i, const x86::ExitAction& action);
+
+    // The first call wins; every vCPU is kicked.
+    void stop_vm(std::optional<int64_t> exit_code, std::optional<Error> error);
+    void vcpu_ended(uint32_t i);
+    void kick_all();
+    RunResult collect();
+
+    RunConfig m_config;
+    kvm::Kvm m_kvm;
+    loader::Image m_image;
+    memory::GuestMemory m_mem;  // declared before the VM: outlives its memslots
+    std::optional<kvm::Vm> m_vm;
+    std::unique_ptr<x86::TablePool> m_pool;
+    std::optional<x86::GuestPageTable> m_pt;
+    std::vector<kvm::Vcpu> m_vcpus;
+    std::unique_ptr<PerVcpu[]> m_per_vcpu;
+    Services m_services;
+    hc::Dispatcher m_dispatcher;
+    std::unique_ptr<PageTableGuestAccess> m_access;
+    std::vector<std::thread> m_threads;
+
+    Clock::time_point m_created;
+    std::atomic<bool> m_stop{false};
+    std::atomic<int64_t> m_first_hypercall_ns{-1};
+    std::atomic<int64_t> m_first_entry_ns{0};
+    std::mutex m_lock;
+    std::condition_variable m_cv;
+    uint32_t m_running = 0;              // guarded by m_lock
+    bool m_finished = false;             // guarded by m_lock
+    std::optional<int64_t> m_exit_code;  // guarded by m_lock
+    std::optional<Error> m_error;        // guarded by m_lock
+    Clock::duration m_time_to_exit{};    // guarded by m_lock
+};
+
+}  // namespace pv::run

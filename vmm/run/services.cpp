@@ -1,0 +1,47 @@
+#include "vmm/run/services.h"
+
+namespace pv::run {
+
+Services::Services(uint32_t vcpus, std::function<void(std::string_view)> sink)
+    : m_vcpus(vcpus), m_sink(std::move(sink)), m_partial(vcpus) {}
+
+void Services::emit_locked(uint32_t vcpu, std::string_view line) {
+    std::string out = m_vcpus > 1 ? "[vcpu " + std::to_string(vcpu) + "] " : std::string();
+    out += line;
+    m_console += out;
+    m_console += '\n';
+    if (m_sink) m_sink(out);
+}
+
+void Services::console(uint32_t vcpu, std::string_view text) {
+    std::lock_guard guard(m_lock);
+    if (vcpu >= m_vcpus) return;
+    std::string& partial = m_partial[vcpu];
+    for (char c : text) {
+        if (c == '\n') {
+            emit_locked(vcpu, partial);
+            partial.clear();
+        } else {
+            partial += c;
+        }
+    }
+}
+
+void Services::report(uint32_t vcpu, std::span<const hc::ReportValue> fields) {
+    std::lock_guard guard(m_lock);
+    for (const auto& f : fields) m_reports.push_back({vcpu, f});
+}
+
+void Services::finish(std::string& console, std::vector<ReportEntry>& reports) {
+    std::lock_guard guard(m_lock);
+    for (uint32_t i = 0; i < m_vcpus; ++i) {
+        if (!m_partial[i].empty()) emit_locked(i, m_partial[i]);
+        m_partial[i].clear();
+    }
+    console = std::move(m_console);
+    reports = std::move(m_reports);
+    m_console.clear();
+    m_reports.clear();
+}
+
+}  // namespace pv::run

@@ -1,0 +1,206 @@
+// The vCPU threads: KVM_RUN, exit handling (one helper per exit kind), stop and kick.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <mutex>
+#include <system_error>
+
+#include "vmm/abi/layout.h"
+#include "vmm/run/machine.h"
+
+namespace pv::run {
+namespace {
+
+// Kicks a vCPU thread out of KVM_RUN. Installed without SA_RESTART so the
+// ioctl returns EINTR; the handler itself has nothing to do.
+constexpr int kKickSignal = SIGUSR2;
+
+void install_kick_handler() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        struct sigaction sa {};
+        sa.sa_handler = [](int) {};
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = 0;
+        sigaction(kKickSignal, &sa, nullptr);
+    });
+}
+
+std::string format_seconds(std::chrono::milliseconds ms) {
+    char buf[32];
+    if (ms.count() % 1000 == 0)
+        (void)std::snprintf(buf, sizeof buf, "%llds", static_cast<long long>(ms.count() / 1000));
+    else
+        (void)std::snprintf(buf, sizeof buf, "%.3gs", static_cast<double>(ms.count()) / 1000.0);
+    return buf;
+}
+
+}  // namespace
+
+RunResult Machine::run() {
+    install_kick_handler();
+    {
+        std::lock_guard guard(m_lock);
+        m_running = m_config.vcpus;
+    }
+    start_threads();
+    {
+        std::unique_lock lock(m_lock);
+        bool done = m_cv.wait_until(lock, m_created + m_config.timeout, [this] { return m_finished; });
+        if (!done) {
+            lock.unlock();
+            stop_vm(std::nullopt, make_error(ErrorKind::Timeout, "guest did not finish within " +
+                                                                     format_seconds(m_config.timeout) + " (timeout)")
+                                      .error);
+        }
+    }
+    for (auto& t : m_threads) t.join();
+    m_threads.clear();
+    return collect();
+}
+
+void Machine::start_threads() {
+    m_threads.reserve(m_config.vcpus);
+    for (uint32_t i = 0; i < m_config.vcpus; ++i) {
+        try {
+            m_threads.emplace_back([this, i] { vcpu_loop(i); });
+        } catch (const std::system_error& e) {
+            // The threads already started are stopped and joined by run().
+            stop_vm(std::nullopt, make_error(ErrorKind::Resource,
+                                             "cannot start the thread of vCPU " + std::to_string(i) + ": " + e.what())
+                                      .error);
+            return;
+        }
+    }
+}
+
+void Machine::vcpu_loop(uint32_t i) {
+    kvm::Vcpu& vcpu = m_vcpus[i];
+    m_per_vcpu[i].thread = pthread_self();
+    m_per_vcpu[i].started.store(true, std::memory_order_release);
+    if (i == 0)
+        m_first_entry_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - m_created).count());
+    Next next = Next::Continue;
+    while (next == Next::Continue && !m_stop.load(std::memory_order_acquire)) {
+        auto exit = vcpu.run();
+        if (!exit) {
+            stop_vm(std::nullopt, exit.error());
+            break;
+        }
+        m_per_vcpu[i].exits.fetch_add(1, std::memory_order_relaxed);
+        next = handle_exit(i, *exit);
+    }
+    vcpu_ended(i);
+}
+
+Machine::Next Machine::handle_exit(uint32_t i, const kvm::ExitState& exit) {
+    x86::ExitAction action = x86::decode_exit(exit);
+    using Kind = x86::ExitAction::Kind;
+    switch (action.kind) {
+        case Kind::Resume: return Next::Continue;
+        case Kind::Interrupted: return m_stop.load() ? Next::EndVcpu : Next::Continue;
+        case Kind::Hypercall: return on_hypercall(i, action);
+        case Kind::GuestException: return on_exception(i);
+        case Kind::Stop: return on_stop(i, action);
+    }
+    return on_stop(i, action);
+}
+
+Machine::Next Machine::on_hypercall(uint32_t i, const x86::ExitAction& action) {
+    if (m_first_hypercall_ns.load(std::memory_order_relaxed) < 0) {
+        int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - m_created).count();
+        int64_t unset = -1;
+        m_first_hypercall_ns.compare_exchange_strong(unset, ns);
+    }
+    m_per_vcpu[i].hypercalls.fetch_add(1, std::memory_order_relaxed);
+    hc::Outcome out = m_dispatcher.dispatch(i, action.value, action.len, *m_per_vcpu[i].page, *m_access);
+    switch (out.kind) {
+        case hc::Outcome::Kind::Resume: return Next::Continue;
+        case hc::Outcome::Kind::VcpuStop: return Next::EndVcpu;
+        case hc::Outcome::Kind::Exit: stop_vm(out.exit_code, std::nullopt); return Next::EndVcpu;
+    }
+    return Next::Continue;
+}
+
+Machine::Next Machine::on_exception(uint32_t i) {
+    auto frame_addr = mm::GuestPhysAddr(layout::kernel_stack_top(i) - sizeof(abi::ExceptionFrame));
+    auto frame = m_mem.read<abi::ExceptionFrame>(frame_addr);
+    if (!frame) {
+        stop_vm(std::nullopt, frame.error());
+        return Next::EndVcpu;
+    }
+    stop_vm(std::nullopt, Error{ErrorKind::GuestFault, 0, x86::describe_exception(*frame, i)});
+    return Next::EndVcpu;
+}
+
+Machine::Next Machine::on_stop(uint32_t i, const x86::ExitAction& action) {
+    std::optional<kvm::Regs> regs;
+    if (action.with_rip || action.with_registers) {
+        auto r = m_vcpus[i].get_regs();
+        if (r) regs = *r;
+    }
+    stop_vm(std::nullopt, Error{action.error_kind, 0, x86::stop_message(action, i, regs)});
+    return Next::EndVcpu;
+}
+
+void Machine::stop_vm(std::optional<int64_t> exit_code, std::optional<Error> error) {
+    {
+        std::lock_guard guard(m_lock);
+        if (m_finished) return;
+        m_finished = true;
+        m_exit_code = exit_code;
+        m_error = std::move(error);
+        m_time_to_exit = Clock::now() - m_created;
+        m_stop.store(true, std::memory_order_release);
+    }
+    m_cv.notify_all();
+    kick_all();
+}
+
+void Machine::vcpu_ended(uint32_t /*i*/) {
+    bool all_done = false;
+    {
+        std::lock_guard guard(m_lock);
+        all_done = --m_running == 0;
+        if (all_done && !m_finished) {
+            m_finished = true;  // every vCPU called VcpuStop: status 0
+            m_time_to_exit = Clock::now() - m_created;
+            m_stop.store(true, std::memory_order_release);
+        }
+    }
+    if (all_done) m_cv.notify_all();
+}
+
+void Machine::kick_all() {
+    for (uint32_t i = 0; i < m_vcpus.size(); ++i) {
+        m_vcpus[i].request_immediate_exit(true);
+        // A vCPU thread that stops the VM is not in KVM_RUN: no need to signal itself.
+        if (m_per_vcpu[i].started.load(std::memory_order_acquire) &&
+            !pthread_equal(m_per_vcpu[i].thread, pthread_self()))
+            pthread_kill(m_per_vcpu[i].thread, kKickSignal);
+    }
+}
+
+RunResult Machine::collect() {
+    RunResult r;
+    m_services.finish(r.console, r.reports);
+    for (uint32_t i = 0; i < m_config.vcpus; ++i)
+        r.vcpus.push_back({m_per_vcpu[i].exits.load(), m_per_vcpu[i].hypercalls.load()});
+    int64_t first = m_first_hypercall_ns.load();
+    if (first >= 0) r.time_to_first_hypercall = std::chrono::nanoseconds(first);
+    r.time_to_first_entry = std::chrono::nanoseconds(m_first_entry_ns.load());
+    r.flavour = kvm::Kvm::flavour();
+    r.memory = m_config.memory;
+    std::lock_guard guard(m_lock);
+    r.time_to_exit = std::chrono::duration_cast<std::chrono::nanoseconds>(m_time_to_exit);
+    r.guest_exit_code = m_exit_code;
+    r.error = m_error;
+    if (m_error)
+        r.exit_status = exit_status(m_error->kind);
+    else if (m_exit_code)
+        r.exit_status = static_cast<int>(static_cast<uint64_t>(*m_exit_code) & 0xFF);
+    return r;
+}
+
+}  // namespace pv::run
