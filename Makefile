@@ -18,6 +18,12 @@ demo: build
 test:
 	@.ci/test-all
 
+# Every Google Benchmark program in Release; each compares against its own
+# baseline in the same run. BENCH_ARGS is passed to every program.
+BENCH_ARGS ?= --benchmark_min_time=0.1
+bench: build
+	@for b in $(BUILD_DIR)/bench/bench_*; do echo "=== $$b"; $$b $(BENCH_ARGS) || exit 1; done
+
 format:
 	@git ls-files '*.h' '*.cpp' | xargs clang-format -i
 
