@@ -143,12 +143,17 @@ using GuestVirtAddr = Addr<GuestVirtTag>;
 using HostPhysAddr = Addr<HostPhysTag>;
 
 template <class T>
-concept AddressType = requires { typename T::tag_type; } && std::same_as<T, Addr<typename T::tag_type>>;
+concept AddressType = requires {
+    typename T::tag_type;
+}
+&&std::same_as<T, Addr<typename T::tag_type>>;
 
 // Host pointers enter and leave the HostVirt space only through these two.
 inline HostVirtAddr host_addr(const void* p) { return HostVirtAddr(reinterpret_cast<uintptr_t>(p)); }
 template <class T = std::byte>
-inline T* host_ptr(HostVirtAddr a) { return reinterpret_cast<T*>(static_cast<uintptr_t>(a.value())); }
+inline T* host_ptr(HostVirtAddr a) {
+    return reinterpret_cast<T*>(static_cast<uintptr_t>(a.value()));
+}
 
 // ---- frame numbers ------------------------------------------------------------
 

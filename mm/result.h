@@ -28,19 +28,19 @@ enum class Error : uint8_t {
 
 constexpr const char* error_name(Error e) {
     switch (e) {
-    case Error::InvalidParam: return "invalid parameter";
-    case Error::AlreadyExists: return "already exists";
-    case Error::NotFound: return "not found";
-    case Error::BadState: return "bad state";
-    case Error::NoMemory: return "out of memory";
-    case Error::MemoryOverlap: return "memory overlap";
-    case Error::NotAllocated: return "not allocated";
-    case Error::OutOfRange: return "out of range";
-    case Error::Overflow: return "arithmetic overflow";
-    case Error::Unsupported: return "unsupported";
-    case Error::AlreadyInitialized: return "already initialized";
-    case Error::PermissionDenied: return "permission denied";
-    case Error::Corrupted: return "corrupted";
+        case Error::InvalidParam: return "invalid parameter";
+        case Error::AlreadyExists: return "already exists";
+        case Error::NotFound: return "not found";
+        case Error::BadState: return "bad state";
+        case Error::NoMemory: return "out of memory";
+        case Error::MemoryOverlap: return "memory overlap";
+        case Error::NotAllocated: return "not allocated";
+        case Error::OutOfRange: return "out of range";
+        case Error::Overflow: return "arithmetic overflow";
+        case Error::Unsupported: return "unsupported";
+        case Error::AlreadyInitialized: return "already initialized";
+        case Error::PermissionDenied: return "permission denied";
+        case Error::Corrupted: return "corrupted";
     }
     return "unknown error";
 }
@@ -68,19 +68,25 @@ public:
     // Copies use placement new (std::construct_at lives in <memory>, outside the
     // freestanding allow-list), so they are not constexpr; construction is.
     Result(const Result& o) : m_has(o.m_has) {
-        if (m_has) ::new (static_cast<void*>(&m_value)) T(o.m_value);
-        else ::new (static_cast<void*>(&m_error)) E(o.m_error);
+        if (m_has)
+            ::new (static_cast<void*>(&m_value)) T(o.m_value);
+        else
+            ::new (static_cast<void*>(&m_error)) E(o.m_error);
     }
     Result(Result&& o) noexcept : m_has(o.m_has) {
-        if (m_has) ::new (static_cast<void*>(&m_value)) T(std::move(o.m_value));
-        else ::new (static_cast<void*>(&m_error)) E(std::move(o.m_error));
+        if (m_has)
+            ::new (static_cast<void*>(&m_value)) T(std::move(o.m_value));
+        else
+            ::new (static_cast<void*>(&m_error)) E(std::move(o.m_error));
     }
     Result& operator=(Result o) noexcept {
         if (this == &o) return *this;
         destroy();
         m_has = o.m_has;
-        if (m_has) ::new (static_cast<void*>(&m_value)) T(std::move(o.m_value));
-        else ::new (static_cast<void*>(&m_error)) E(std::move(o.m_error));
+        if (m_has)
+            ::new (static_cast<void*>(&m_value)) T(std::move(o.m_value));
+        else
+            ::new (static_cast<void*>(&m_error)) E(std::move(o.m_error));
         return *this;
     }
     constexpr ~Result() { destroy(); }
@@ -88,11 +94,23 @@ public:
     [[nodiscard]] constexpr bool has_value() const { return m_has; }
     constexpr explicit operator bool() const { return m_has; }
 
-    [[nodiscard]] constexpr T& value() & { MM_ASSERT(m_has); return m_value; }
-    [[nodiscard]] constexpr const T& value() const& { MM_ASSERT(m_has); return m_value; }
-    [[nodiscard]] constexpr T&& value() && { MM_ASSERT(m_has); return std::move(m_value); }
+    [[nodiscard]] constexpr T& value() & {
+        MM_ASSERT(m_has);
+        return m_value;
+    }
+    [[nodiscard]] constexpr const T& value() const& {
+        MM_ASSERT(m_has);
+        return m_value;
+    }
+    [[nodiscard]] constexpr T&& value() && {
+        MM_ASSERT(m_has);
+        return std::move(m_value);
+    }
     [[nodiscard]] constexpr T value_or(T fallback) const { return m_has ? m_value : fallback; }
-    [[nodiscard]] constexpr const E& error() const { MM_ASSERT(!m_has); return m_error; }
+    [[nodiscard]] constexpr const E& error() const {
+        MM_ASSERT(!m_has);
+        return m_error;
+    }
 
     constexpr T& operator*() & { return value(); }
     constexpr const T& operator*() const& { return value(); }
@@ -101,8 +119,10 @@ public:
 
 private:
     constexpr void destroy() {
-        if (m_has) m_value.~T();
-        else m_error.~E();
+        if (m_has)
+            m_value.~T();
+        else
+            m_error.~E();
     }
     bool m_has;
     union {
@@ -137,7 +157,10 @@ public:
     [[nodiscard]] constexpr bool has_value() const { return m_has; }
     constexpr explicit operator bool() const { return m_has; }
     constexpr void value() const { MM_ASSERT(m_has); }
-    [[nodiscard]] constexpr const E& error() const { MM_ASSERT(!m_has); return m_error; }
+    [[nodiscard]] constexpr const E& error() const {
+        MM_ASSERT(!m_has);
+        return m_error;
+    }
 
 private:
     constexpr void destroy() {
@@ -159,16 +182,16 @@ constexpr Status ok() { return {}; }
 #define MM_CONCAT(a, b) MM_CONCAT_IMPL(a, b)
 
 // Propagate the error of a Result-returning expression; discard its value.
-#define MM_TRY(expr)                                                   \
-    do {                                                               \
-        if (auto&& mm_try_r = (expr); !mm_try_r.has_value()) [[unlikely]] \
+#define MM_TRY(expr)                                                                                    \
+    do {                                                                                                \
+        if (auto&& mm_try_r = (expr); !mm_try_r.has_value()) [[unlikely]]                               \
             return ::mm::Unexpected<std::remove_cvref_t<decltype(mm_try_r.error())>>{mm_try_r.error()}; \
     } while (0)
 
 // `MM_TRY_ASSIGN(auto x, f());` declares x from the value of f() or propagates its error.
 #define MM_TRY_ASSIGN(decl, expr) MM_TRY_ASSIGN_IMPL(MM_CONCAT(mm_try_tmp_, __COUNTER__), decl, expr)
-#define MM_TRY_ASSIGN_IMPL(tmp, decl, expr)             \
-    auto tmp = (expr);                                  \
-    if (!tmp.has_value()) [[unlikely]]                  \
+#define MM_TRY_ASSIGN_IMPL(tmp, decl, expr)                                               \
+    auto tmp = (expr);                                                                    \
+    if (!tmp.has_value()) [[unlikely]]                                                    \
         return ::mm::Unexpected<std::remove_cvref_t<decltype(tmp.error())>>{tmp.error()}; \
     decl = std::move(tmp).value()

@@ -36,10 +36,10 @@ using std::uintptr_t;
 // Assertion tiers (mimalloc style):
 //  MM_ASSERT           cheap, always on: guards memory safety.
 //  MM_DEBUG_ASSERT     internal consistency, on unless NDEBUG.
-#define MM_ASSERT(cond)              \
-    do {                             \
-        if (!(cond)) [[unlikely]]    \
-            ::mm::panic();           \
+#define MM_ASSERT(cond)           \
+    do {                          \
+        if (!(cond)) [[unlikely]] \
+            ::mm::panic();        \
     } while (0)
 
 #ifdef NDEBUG

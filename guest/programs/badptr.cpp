@@ -98,8 +98,8 @@ void report_pointer_cases(Tally& t) {
     t.check("report: null pointer", hypercall(abi::Call::Report, 0, 1), HcError::Fault);
     t.check("report: GDT page (supervisor)", hypercall(abi::Call::Report, layout::kGdtAddr, 1), HcError::Fault);
     t.check("report: pointer near 2^64 (wraps)", hypercall(abi::Call::Report, UINT64_MAX - 39, 1), HcError::Fault);
-    t.check("report: count kMaxReportFields+1",
-            hypercall(abi::Call::Report, addr(g_fields), abi::kMaxReportFields + 1), HcError::TooBig);
+    t.check("report: count kMaxReportFields+1", hypercall(abi::Call::Report, addr(g_fields), abi::kMaxReportFields + 1),
+            HcError::TooBig);
     t.check("report: count 2^64-1", hypercall(abi::Call::Report, addr(g_fields), UINT64_MAX), HcError::TooBig);
 
     // The last field of the image (in pv_tail_page, its last page) is valid; the

@@ -104,9 +104,12 @@ inline int clamp_width(int w) { return w > kMaxWidth ? kMaxWidth : w; }
 // after the '%' and is left at the conversion character.
 inline const char* parse_spec(const char* p, Spec& s, va_list& ap) {
     for (;; ++p) {
-        if (*p == '-') s.left = true;
-        else if (*p == '0') s.zero = true;
-        else break;
+        if (*p == '-')
+            s.left = true;
+        else if (*p == '0')
+            s.zero = true;
+        else
+            break;
     }
     if (*p == '*') {
         int w = va_arg(ap, int);
@@ -132,10 +135,14 @@ inline const char* parse_spec(const char* p, Spec& s, va_list& ap) {
     }
     if (s.left) s.zero = false;
     for (;; ++p) {
-        if (*p == 'h') s.longness = s.longness == -1 ? -2 : -1;
-        else if (*p == 'l') s.longness = s.longness >= 1 ? 2 : 1;
-        else if (*p == 'z') s.longness = 2;
-        else break;
+        if (*p == 'h')
+            s.longness = s.longness == -1 ? -2 : -1;
+        else if (*p == 'l')
+            s.longness = s.longness >= 1 ? 2 : 1;
+        else if (*p == 'z')
+            s.longness = 2;
+        else
+            break;
     }
     return p;
 }
@@ -160,31 +167,31 @@ inline long long get_signed(const Spec& s, va_list& ap) {
 template <class Out>
 bool convert(Out& out, char c, const Spec& s, va_list& ap) {
     switch (c) {
-    case 'd':
-    case 'i': {
-        long long v = get_signed(s, ap);
-        uint64_t mag = v < 0 ? 0 - static_cast<uint64_t>(v) : static_cast<uint64_t>(v);
-        put_number(out, s, mag, v < 0, 10, false, "");
-        return true;
-    }
-    case 'u': put_number(out, s, get_unsigned(s, ap), false, 10, false, ""); return true;
-    case 'x': put_number(out, s, get_unsigned(s, ap), false, 16, false, ""); return true;
-    case 'X': put_number(out, s, get_unsigned(s, ap), false, 16, true, ""); return true;
-    case 'p': {
-        const void* p = va_arg(ap, const void*);
-        put_number(out, s, reinterpret_cast<uintptr_t>(p), false, 16, false, "0x");
-        return true;
-    }
-    case 'c': {
-        char ch = static_cast<char>(va_arg(ap, int));
-        int fill = s.width > 1 ? s.width - 1 : 0;
-        if (!s.left) pad(out, ' ', fill);
-        out.put(ch);
-        if (s.left) pad(out, ' ', fill);
-        return true;
-    }
-    case 's': put_string(out, s, va_arg(ap, const char*)); return true;
-    default: return false;
+        case 'd':
+        case 'i': {
+            long long v = get_signed(s, ap);
+            uint64_t mag = v < 0 ? 0 - static_cast<uint64_t>(v) : static_cast<uint64_t>(v);
+            put_number(out, s, mag, v < 0, 10, false, "");
+            return true;
+        }
+        case 'u': put_number(out, s, get_unsigned(s, ap), false, 10, false, ""); return true;
+        case 'x': put_number(out, s, get_unsigned(s, ap), false, 16, false, ""); return true;
+        case 'X': put_number(out, s, get_unsigned(s, ap), false, 16, true, ""); return true;
+        case 'p': {
+            const void* p = va_arg(ap, const void*);
+            put_number(out, s, reinterpret_cast<uintptr_t>(p), false, 16, false, "0x");
+            return true;
+        }
+        case 'c': {
+            char ch = static_cast<char>(va_arg(ap, int));
+            int fill = s.width > 1 ? s.width - 1 : 0;
+            if (!s.left) pad(out, ' ', fill);
+            out.put(ch);
+            if (s.left) pad(out, ' ', fill);
+            return true;
+        }
+        case 's': put_string(out, s, va_arg(ap, const char*)); return true;
+        default: return false;
     }
 }
 

@@ -39,12 +39,12 @@ uint64_t hypercall_aux() { return my_page().ret_aux; }
 const char* hc_error_name(int64_t ret) {
     if (ret >= 0) return "ok";
     switch (static_cast<abi::HcError>(ret)) {
-    case abi::HcError::BadCall: return "BadCall";
-    case abi::HcError::Fault: return "Fault";
-    case abi::HcError::Invalid: return "Invalid";
-    case abi::HcError::NoMemory: return "NoMemory";
-    case abi::HcError::Permission: return "Permission";
-    case abi::HcError::TooBig: return "TooBig";
+        case abi::HcError::BadCall: return "BadCall";
+        case abi::HcError::Fault: return "Fault";
+        case abi::HcError::Invalid: return "Invalid";
+        case abi::HcError::NoMemory: return "NoMemory";
+        case abi::HcError::Permission: return "Permission";
+        case abi::HcError::TooBig: return "TooBig";
     }
     return "unknown";
 }

@@ -17,11 +17,11 @@ using mm::uint64_t;
 using std::int64_t;
 
 // `ret` of the call: >= 0 success, < 0 an abi::HcError.
-int64_t hypercall(abi::Call nr, uint64_t a0 = 0, uint64_t a1 = 0, uint64_t a2 = 0, uint64_t a3 = 0,
-                  uint64_t a4 = 0, uint64_t a5 = 0);
+int64_t hypercall(abi::Call nr, uint64_t a0 = 0, uint64_t a1 = 0, uint64_t a2 = 0, uint64_t a3 = 0, uint64_t a4 = 0,
+                  uint64_t a5 = 0);
 // Any call number, including ones the ABI does not define (for the badptr tests).
-int64_t hypercall_raw(uint64_t nr, uint64_t a0 = 0, uint64_t a1 = 0, uint64_t a2 = 0, uint64_t a3 = 0,
-                      uint64_t a4 = 0, uint64_t a5 = 0);
+int64_t hypercall_raw(uint64_t nr, uint64_t a0 = 0, uint64_t a1 = 0, uint64_t a2 = 0, uint64_t a3 = 0, uint64_t a4 = 0,
+                      uint64_t a5 = 0);
 // `ret_aux` of this vCPU's last call.
 uint64_t hypercall_aux();
 

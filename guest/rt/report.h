@@ -32,9 +32,7 @@ public:
         return f != nullptr;
     }
     // The Report hypercall's result: the field count, or a negative HcError.
-    int64_t send() const {
-        return hypercall(abi::Call::Report, reinterpret_cast<uint64_t>(&m_fields[0]), m_count);
-    }
+    int64_t send() const { return hypercall(abi::Call::Report, reinterpret_cast<uint64_t>(&m_fields[0]), m_count); }
     [[nodiscard]] mm::size_t size() const { return m_count; }
 
 private:

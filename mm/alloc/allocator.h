@@ -43,8 +43,8 @@ concept InvariantChecked = requires(const A& a) {
 //   alloc(size, align)    align: power of two; returns a pointer aligned to it
 //   dealloc(p, size, align) the same size/align as alloc
 template <class A>
-concept ByteAllocator = InvariantChecked<A> && requires(A a, const A& ca, std::span<std::byte> region, void* p,
-                                                        size_t size, size_t align) {
+concept ByteAllocator = InvariantChecked<A> &&
+    requires(A a, const A& ca, std::span<std::byte> region, void* p, size_t size, size_t align) {
     { a.init(region) } -> std::same_as<Status>;
     { a.add_memory(region) } -> std::same_as<Status>;
     { a.alloc(size, align) } -> std::same_as<Result<void*>>;
@@ -64,19 +64,19 @@ concept ByteAllocator = InvariantChecked<A> && requires(A a, const A& ca, std::s
 //   dealloc_pages(base, n)         all-or-nothing: NotAllocated (and no change)
 //                                  if any page of the range is not allocated
 template <class A>
-concept PageAllocator =
-    InvariantChecked<A> && requires(A a, const A& ca, typename A::Address addr, size_t n, size_t align) {
-        typename A::Address;
-        { A::kPageSize } -> std::convertible_to<size_t>;
-        { a.add_memory(addr, n) } -> std::same_as<Status>;  // start, size in bytes
-        { a.alloc_pages(n, align) } -> std::same_as<Result<typename A::Address>>;
-        { a.alloc_pages_at(addr, n, align) } -> std::same_as<Result<typename A::Address>>;
-        { a.dealloc_pages(addr, n) } -> std::same_as<Status>;
-        { ca.is_allocated(addr) } -> std::same_as<bool>;
-        { ca.total_pages() } -> std::same_as<size_t>;
-        { ca.used_pages() } -> std::same_as<size_t>;
-        { ca.available_pages() } -> std::same_as<size_t>;
-    };
+concept PageAllocator = InvariantChecked<A> &&
+    requires(A a, const A& ca, typename A::Address addr, size_t n, size_t align) {
+    typename A::Address;
+    { A::kPageSize } -> std::convertible_to<size_t>;
+    { a.add_memory(addr, n) } -> std::same_as<Status>;  // start, size in bytes
+    { a.alloc_pages(n, align) } -> std::same_as<Result<typename A::Address>>;
+    { a.alloc_pages_at(addr, n, align) } -> std::same_as<Result<typename A::Address>>;
+    { a.dealloc_pages(addr, n) } -> std::same_as<Status>;
+    { ca.is_allocated(addr) } -> std::same_as<bool>;
+    { ca.total_pages() } -> std::same_as<size_t>;
+    { ca.used_pages() } -> std::same_as<size_t>;
+    { ca.available_pages() } -> std::same_as<size_t>;
+};
 
 // ID allocator over [0, size). Metadata handed in like a page allocator's.
 //   alloc_id(count, align)  contiguous, first ID a multiple of align

@@ -145,12 +145,18 @@ TEST(GuestFormat, RandomSpecsMatchLibc) {
         SCOPED_TRACE(spec);
         const uint64_t bits = rng() >> pick(64);
         const bool is_signed = conv == 'd' || conv == 'i';
-        if (conv == 's') expect_like_libc(spec.c_str(), strings[pick(5)]);
-        else if (conv == 'c') expect_like_libc(spec.c_str(), static_cast<int>(' ' + pick(90)));
-        else if (len == 0 && is_signed) expect_like_libc(spec.c_str(), static_cast<int>(bits));
-        else if (len == 0) expect_like_libc(spec.c_str(), static_cast<unsigned>(bits));
-        else if (is_signed) expect_like_libc(spec.c_str(), static_cast<long long>(bits));
-        else expect_like_libc(spec.c_str(), static_cast<unsigned long long>(bits));
+        if (conv == 's')
+            expect_like_libc(spec.c_str(), strings[pick(5)]);
+        else if (conv == 'c')
+            expect_like_libc(spec.c_str(), static_cast<int>(' ' + pick(90)));
+        else if (len == 0 && is_signed)
+            expect_like_libc(spec.c_str(), static_cast<int>(bits));
+        else if (len == 0)
+            expect_like_libc(spec.c_str(), static_cast<unsigned>(bits));
+        else if (is_signed)
+            expect_like_libc(spec.c_str(), static_cast<long long>(bits));
+        else
+            expect_like_libc(spec.c_str(), static_cast<unsigned long long>(bits));
         if (HasFailure()) break;
     }
 }

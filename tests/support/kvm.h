@@ -7,10 +7,10 @@
 
 #include "tests/support/seed.h"
 
-#define PV_REQUIRE_KVM()                                                                  \
-    do {                                                                                  \
-        if (::access("/dev/kvm", R_OK | W_OK) != 0) {                                     \
+#define PV_REQUIRE_KVM()                                                                   \
+    do {                                                                                   \
+        if (::access("/dev/kvm", R_OK | W_OK) != 0) {                                      \
             if (::pv::test::kvm_required()) FAIL() << "/dev/kvm is required but unusable"; \
             GTEST_SKIP() << "SKIPPING KVM TEST: /dev/kvm is absent or not accessible";     \
-        }                                                                                 \
+        }                                                                                  \
     } while (0)

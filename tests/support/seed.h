@@ -28,8 +28,8 @@ inline std::uint64_t test_seed(std::uint64_t salt) {
 }
 
 inline std::string seed_trace(std::uint64_t seed) {
-    return "randomized test seed " + std::to_string(seed) + " (rerun with PAGEVISOR_SEED=" +
-           std::to_string(base_seed()) + ")";
+    return "randomized test seed " + std::to_string(seed) +
+           " (rerun with PAGEVISOR_SEED=" + std::to_string(base_seed()) + ")";
 }
 
 // True when KVM tests must not skip (set by the test command when /dev/kvm exists).

@@ -29,13 +29,13 @@ inline constexpr uint32_t kAbiVersion = 1;
 inline constexpr uint64_t kBootMagic = 0x3176'7367'6170'7670ULL;  // "pvpagsv1" little-endian
 
 enum class Call : uint64_t {
-    Nop = 0,            // () -> 0; measures the round trip
-    Version = 1,        // () -> kAbiVersion
-    ConsoleWrite = 2,   // (const char* gva, u64 len) -> bytes written; len <= kMaxConsoleWrite
-    Exit = 3,           // (i64 code) -> does not return; the VM's exit status is code & 0xff
-    Report = 4,         // (const ReportField* gva, u64 count) -> count; count <= kMaxReportFields
-    VcpuStop = 5,       // () -> does not return; this vCPU stops. The VM ends with status 0 when every
-                        // vCPU has stopped, or with Exit's code as soon as any vCPU calls Exit.
+    Nop = 0,           // () -> 0; measures the round trip
+    Version = 1,       // () -> kAbiVersion
+    ConsoleWrite = 2,  // (const char* gva, u64 len) -> bytes written; len <= kMaxConsoleWrite
+    Exit = 3,          // (i64 code) -> does not return; the VM's exit status is code & 0xff
+    Report = 4,        // (const ReportField* gva, u64 count) -> count; count <= kMaxReportFields
+    VcpuStop = 5,      // () -> does not return; this vCPU stops. The VM ends with status 0 when every
+                       // vCPU has stopped, or with Exit's code as soon as any vCPU calls Exit.
     // 16..31 reserved for the memory calls (mmap, munmap, mprotect, brk, ...).
     Mmap = 16,
     Munmap = 17,
@@ -47,12 +47,12 @@ inline constexpr uint64_t kLastMemoryCall = 31;
 
 // Negative return values.
 enum class HcError : int64_t {
-    BadCall = -1,    // unknown call number
-    Fault = -2,      // a pointer/length does not lie in mapped, user-accessible guest memory
-    Invalid = -3,    // an argument is out of its range
-    NoMemory = -4,   // the guest's memory quota or the host is exhausted
-    Permission = -5, // the access is not allowed
-    TooBig = -6,     // a length exceeds the call's limit
+    BadCall = -1,     // unknown call number
+    Fault = -2,       // a pointer/length does not lie in mapped, user-accessible guest memory
+    Invalid = -3,     // an argument is out of its range
+    NoMemory = -4,    // the guest's memory quota or the host is exhausted
+    Permission = -5,  // the access is not allowed
+    TooBig = -6,      // a length exceeds the call's limit
 };
 
 inline constexpr uint64_t kMaxConsoleWrite = 4096;
@@ -60,7 +60,7 @@ inline constexpr uint64_t kMaxReportFields = 128;
 
 // One page per vCPU, user read-write, at layout::hypercall_page(vcpu).
 struct HypercallPage {
-    uint64_t nr;       // Call; also the value stored to the doorbell
+    uint64_t nr;       // Call, for the guest's own bookkeeping: the VMM uses the value stored to the doorbell
     uint64_t args[6];  // call arguments
     int64_t ret;       // result (>= 0) or -HcError, written by the VMM
     uint64_t ret_aux;  // second result where a call documents one
@@ -89,12 +89,12 @@ struct BootInfo {
     uint64_t magic;        // kBootMagic
     uint32_t abi_version;  // kAbiVersion
     uint32_t vcpu_count;
-    uint64_t ram_size;       // bytes of guest RAM
-    uint64_t free_ram_start; // layout::kFreeRamStart
-    uint64_t free_ram_end;   // end of the low RAM range usable by the guest
-    uint64_t seed;           // --seed, for workloads
-    char workload[32];       // NUL-terminated workload name ("" = the image's default)
-    uint64_t params[8];      // workload parameters (workload-defined)
+    uint64_t ram_size;        // bytes of guest RAM
+    uint64_t free_ram_start;  // layout::kFreeRamStart
+    uint64_t free_ram_end;    // end of the low RAM range usable by the guest
+    uint64_t seed;            // --seed, for workloads
+    char workload[32];        // NUL-terminated workload name ("" = the image's default)
+    uint64_t params[8];       // workload parameters (workload-defined)
 };
 static_assert(sizeof(BootInfo) <= 4096);
 

@@ -36,9 +36,7 @@ std::vector<uint8_t> read_image(const Image& image, uint64_t gva, size_t n) {
     return out;
 }
 
-bool has_error_code(unsigned v) {
-    return v == 8 || (v >= 10 && v <= 14) || v == 17 || v == 21 || v == 29 || v == 30;
-}
+bool has_error_code(unsigned v) { return v == 8 || (v >= 10 && v <= 14) || v == 17 || v == 21 || v == 29 || v == 30; }
 
 TEST(GuestImage, SegmentsFollowTheLayout) {
     Image image = load_guest();
@@ -92,8 +90,9 @@ TEST(GuestImage, ExceptionStubsAreExactlyTheProtocol) {
         EXPECT_EQ(target, common) << "every stub jumps to the common code";
     }
     // push %rax; mov %cr2,%rax; push %rax; out %al,$0xf4; pop %rax; pop %rax; add $16,%rsp; iretq
-    const std::vector<uint8_t> expected = {0x50, 0x0f, 0x20, 0xd0, 0x50, 0xe6, static_cast<uint8_t>(pv::layout::kExceptionPort),
-                                           0x58, 0x58, 0x48, 0x83, 0xc4, 0x10, 0x48, 0xcf};
+    const std::vector<uint8_t> expected = {
+        0x50, 0x0f, 0x20, 0xd0, 0x50, 0xe6, static_cast<uint8_t>(pv::layout::kExceptionPort), 0x58, 0x58,
+        0x48, 0x83, 0xc4, 0x10, 0x48, 0xcf};
     EXPECT_EQ(read_image(image, common, expected.size()), expected);
 }
 
