@@ -6,7 +6,8 @@
 // Fill: the space is cut into n-page aligned units and fill% of them, chosen at
 // random (Random) or the lowest ones (Contiguous), are allocated; so every
 // allocator sees the same state, and a free unit always fits one request.
-// Run: bench_page_alloc --benchmark_min_time=0.1 (ratios, not absolute times).
+// Run: bench_page_alloc --benchmark_min_time=0.2 --benchmark_repetitions=5
+//      --benchmark_report_aggregates_only=true (medians; ratios, not absolute times).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>

@@ -112,24 +112,22 @@ public:
         m_next_bit = bit + pages;
         m_total += pages;
         m_core.fill(bit, pages, true);
-        m_hint_segment = pos;
-        m_hint_bit = bit;
+        set_hint(pos, bit);
         return ok();
     }
 
     // n pages, first address a multiple of align (bytes, power of two >= kPageSize).
     Result<Address> alloc_pages(size_t n, size_t align = kPageSize) {
-        if (n == 0 || !is_power_of_two(align) || align < kPageSize) return err(Error::InvalidParam);
-        if (n > m_core.free_count()) return err(Error::NoMemory);
         if (n == 1 && align == kPageSize) {  // hot path: the next free page after the hint
-            const Segment& s = m_segments[m_hint_segment];
             size_t b = m_core.find_free(m_hint_bit);
-            if (b < s.bit + s.pages) {
+            if (b < m_hint.end_bit) {
                 m_core.take(b);
                 m_hint_bit = b + 1;
-                return address_of(s, b);
+                return Address((b + m_hint.page_minus_bit) * kPageSize);
             }
         }
+        if (n == 0 || !is_power_of_two(align) || align < kPageSize) return err(Error::InvalidParam);
+        if (n > m_core.free_count()) return err(Error::NoMemory);
         size_t align_pages = align / kPageSize;
         // Next-fit: the hint segment from the hint, every other segment, then
         // the hint segment's runs that start before the hint.
@@ -142,8 +140,7 @@ public:
             size_t b = m_core.find_run(lo, hi, n, align_pages, phase(s, align_pages));
             if (b == bitmap::kNoBit) continue;
             m_core.fill(b, n, false);
-            m_hint_segment = si;
-            m_hint_bit = b + n;
+            set_hint(si, b + n);
             return address_of(s, b);
         }
         return err(Error::NoMemory);
@@ -167,6 +164,14 @@ public:
 
     // All-or-nothing: NotAllocated (and no change) unless every page is allocated.
     Status dealloc_pages(Address base, size_t n) {
+        if (n == 1 && is_aligned(base.value(), kPageSize)) {  // hot path: a page of the hint segment
+            size_t b = base.value() / kPageSize - m_hint.page_minus_bit;
+            if (b - m_hint.bit < m_hint.pages) {
+                if (m_core.is_free(b)) return err(Error::NotAllocated);
+                m_core.release(b);
+                return ok();
+            }
+        }
         if (n == 0 || !is_aligned(base.value(), kPageSize)) return err(Error::InvalidParam);
         uint64_t first = base.value() / kPageSize;
         size_t si = find_segment(first);
@@ -224,8 +229,10 @@ public:
         }
         if (total != m_total || free_in_segments != m_core.free_count()) return false;  // padding bits are 0
         if (m_segment_count == 0) return true;
+        if (m_hint_segment >= m_segment_count) return false;
         const Segment& h = m_segments[m_hint_segment];
-        return m_hint_segment < m_segment_count && m_hint_bit >= h.bit && m_hint_bit - h.bit <= h.pages;
+        return m_hint_bit >= h.bit && m_hint_bit - h.bit <= h.pages && m_hint.bit == h.bit && m_hint.pages == h.pages &&
+               m_hint.end_bit == h.bit + h.pages && m_hint.page_minus_bit == h.first_page - h.bit;
     }
 
 private:
@@ -234,7 +241,22 @@ private:
         uint64_t pages = 0;
         uint64_t bit = 0;  // bit index of first_page in the core
     };
+    // The hint segment's fields the hot paths need, copied out of the table
+    // (bit index = page - page_minus_bit, mod 2^64); all zero without segments.
+    struct HintCache {
+        uint64_t bit = 0;
+        uint64_t pages = 0;
+        uint64_t end_bit = 0;  // bit + pages
+        uint64_t page_minus_bit = 0;
+    };
     static constexpr size_t kNoSegment = ~size_t(0);
+
+    void set_hint(size_t si, size_t bit) {
+        const Segment& s = m_segments[si];
+        m_hint_segment = si;
+        m_hint_bit = bit;
+        m_hint = HintCache{s.bit, s.pages, s.bit + s.pages, s.first_page - s.bit};
+    }
     static constexpr uint64_t kPageSpace = (UINT64_MAX / kPageSize) + 1;  // pages in the 64-bit space
 
     bool segment_ok(const Segment& s) const {
@@ -296,6 +318,7 @@ private:
     size_t m_total = 0;
     size_t m_hint_segment = 0;
     size_t m_hint_bit = 0;
+    HintCache m_hint;
     bool m_initialized = false;
     bitmap::BitmapCore m_core;
 };

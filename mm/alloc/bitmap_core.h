@@ -85,6 +85,24 @@ public:
         m_level[0][wi] = value;
         if ((old == 0) != (value == 0)) propagate(wi, value != 0);
     }
+    // store_word when the old word is known non-zero (a bit was cleared).
+    void store_cleared(size_t wi, uint64_t value) {
+        m_level[0][wi] = value;
+        if (value == 0) propagate(wi, false);
+    }
+    // store_word when bits were only set (old -> value = old | bits).
+    void store_set(size_t wi, uint64_t old, uint64_t value) {
+        m_level[0][wi] = value;
+        if (old == 0) propagate(wi, true);
+    }
+    void clear_set_bit(size_t b) {  // b is set
+        MM_DEBUG_ASSERT(test(b));
+        store_cleared(b >> 6, m_level[0][b >> 6] & ~(uint64_t(1) << (b & 63)));
+    }
+    void set_bit(size_t b) {
+        uint64_t old = m_level[0][b >> 6];
+        store_set(b >> 6, old, old | (uint64_t(1) << (b & 63)));
+    }
     void assign_bit(size_t b, bool value) {
         uint64_t bit = uint64_t(1) << (b & 63);
         uint64_t w = m_level[0][b >> 6];
@@ -197,42 +215,56 @@ public:
     // Single-slot forms of find_run(.., 1, 1, 0) and fill, for the hot path.
     [[nodiscard]] size_t find_free(size_t pos) const { return m_free.find_next(pos); }
     // Only the aligned blocks that contain b can vanish (take) or appear
-    // (release), so these skip the whole-word block_kinds of fill().
+    // (release), so these skip the whole-word block_kinds of fill(); every
+    // block tree holding b's aligned blocks contains b's smallest block, so
+    // when that one is not (was not) free nothing but m_free changes.
     void take(size_t b) {
         size_t wi = b >> 6;
+        unsigned off = unsigned(b & 63);
         uint64_t old = m_free.word(wi);
-        MM_DEBUG_ASSERT((old >> (b & 63)) & 1);
-        uint64_t value = old & ~(uint64_t(1) << (b & 63));
-        m_free.store_word(wi, value);
+        MM_DEBUG_ASSERT((old >> off) & 1);
+        uint64_t value = old & ~(uint64_t(1) << off);
+        m_free.store_cleared(wi, value);
         --m_free_count;
+        if (old == ~uint64_t(0)) {  // 63 free slots keep every smaller block kind
+            m_blocks[kBlockTrees - 1].clear_set_bit(wi);
+            return;
+        }
+        if (((old >> (off & ~(kSmallest - 1))) & kSmallestOnes) != kSmallestOnes) return;
         for_each_small_block([&]<size_t t, unsigned kSize, uint64_t kOnes>() {
-            if (((old >> ((b & 63) & ~(kSize - 1))) & kOnes) == kOnes && block_starts(value, kBlockShifts[t]) == 0)
-                m_blocks[t].assign_bit(wi, false);
+            if (((old >> (off & ~(kSize - 1))) & kOnes) == kOnes && block_starts(value, kBlockShifts[t]) == 0)
+                m_blocks[t].clear_set_bit(wi);
         });
-        if (old == ~uint64_t(0)) m_blocks[kBlockTrees - 1].assign_bit(wi, false);
     }
     void release(size_t b) {
         size_t wi = b >> 6;
+        unsigned off = unsigned(b & 63);
         uint64_t old = m_free.word(wi);
-        MM_DEBUG_ASSERT(((old >> (b & 63)) & 1) == 0);
-        uint64_t value = old | (uint64_t(1) << (b & 63));
-        m_free.store_word(wi, value);
+        MM_DEBUG_ASSERT(((old >> off) & 1) == 0);
+        uint64_t value = old | (uint64_t(1) << off);
+        m_free.store_set(wi, old, value);
         ++m_free_count;
+        if (value == ~uint64_t(0)) {  // old had 63 free slots: every smaller block kind already
+            m_blocks[kBlockTrees - 1].set_bit(wi);
+            return;
+        }
+        if (((value >> (off & ~(kSmallest - 1))) & kSmallestOnes) != kSmallestOnes) return;
         for_each_small_block([&]<size_t t, unsigned kSize, uint64_t kOnes>() {
-            if (((value >> ((b & 63) & ~(kSize - 1))) & kOnes) == kOnes && !m_blocks[t].test(wi))
-                m_blocks[t].assign_bit(wi, true);
+            if (((value >> (off & ~(kSize - 1))) & kOnes) == kOnes) m_blocks[t].set_bit(wi);
         });
-        if (value == ~uint64_t(0)) m_blocks[kBlockTrees - 1].assign_bit(wi, true);
     }
 
     // Marks [b, b+n) free (free=true) or allocated. Precondition: every slot of
     // the range is in the other state (callers check first), so the count moves by n.
-    void fill(size_t b, size_t n, bool free) {
+    [[gnu::always_inline]] void fill(size_t b, size_t n, bool free) {
+        MM_DEBUG_ASSERT(n != 0);  // the one-word mask below shifts by 64 - n
         m_free_count = free ? m_free_count + n : m_free_count - n;
+        if (n <= 64 - (b & 63)) {  // one word (most multi-slot allocations): no loop to inline
+            fill_word(b >> 6, (~uint64_t(0) >> (64 - n)) << (b & 63), free);
+            return;
+        }
         for_each_word(b, n, [&](size_t wi, uint64_t mask) {
-            uint64_t old = m_free.word(wi);
-            MM_DEBUG_ASSERT((old & mask) == (free ? 0 : mask));
-            store(wi, old, free ? (old | mask) : (old & ~mask));
+            fill_word(wi, mask, free);
             return true;
         });
     }
@@ -299,6 +331,8 @@ public:
 
 private:
     static_assert(kBlockShifts[kBlockTrees - 1] == 6);
+    static constexpr unsigned kSmallest = 1U << kBlockShifts[0];  // slots in the smallest block
+    static constexpr uint64_t kSmallestOnes = (uint64_t(1) << kSmallest) - 1;
     // Bits at the multiples of 2^shift, for shift = 0..6.
     static constexpr uint64_t kAlignedStarts[] = {~uint64_t(0),
                                                   0x5555555555555555,
@@ -342,6 +376,12 @@ private:
                (unsigned(w == ~uint64_t(0)) << 2);
     }
     static_assert(kBlockTrees == 3 && kBlockShifts[0] == 2 && kBlockShifts[1] == 3, "update block_kinds");
+
+    [[gnu::always_inline]] void fill_word(size_t wi, uint64_t mask, bool free) {
+        uint64_t old = m_free.word(wi);
+        MM_DEBUG_ASSERT((old & mask) == (free ? 0 : mask));
+        store(wi, old, free ? (old | mask) : (old & ~mask));
+    }
 
     // Replaces m_free word wi (old -> value) and keeps the block trees in step.
     void store(size_t wi, uint64_t old, uint64_t value) {

@@ -24,6 +24,7 @@
 //                       (nothing changes)
 #pragma once
 
+#include "mm/addr.h"
 #include "mm/alloc/bitmap_core.h"
 #include "mm/result.h"
 #include "mm/std.h"
