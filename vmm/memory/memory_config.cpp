@@ -22,18 +22,6 @@ std::string lower(std::string_view text) {
     return out;
 }
 
-// Shift for a unit suffix ("", "K", "KiB", "kb", ...), or -1 if unknown.
-int unit_shift(std::string_view unit) {
-    std::string u = lower(unit);
-    if ((u.size() == 3 && u.substr(1) == "ib") || (u.size() == 2 && u[1] == 'b')) u.resize(1);  // KiB, KB -> K
-    if (u.empty() || u == "b") return 0;
-    if (u == "k") return 10;
-    if (u == "m") return 20;
-    if (u == "g") return 30;
-    if (u == "t") return 40;
-    return -1;
-}
-
 std::string_view strip_brackets(std::string_view text) {
     if (text.size() >= 2 && text.front() == '[' && text.back() == ']') return text.substr(1, text.size() - 2);
     return text;
@@ -72,18 +60,14 @@ std::string quote(std::string_view text) {
 mm::Unexpected<Error> usage(std::string message) { return make_error(ErrorKind::Usage, std::move(message)); }
 
 Expected<uint64_t> parse_size(std::string_view text) {
-    size_t i = 0;
-    uint64_t number = 0;
-    for (; i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])); ++i) {
-        auto digit = static_cast<uint64_t>(text[i] - '0');
-        if (number > (UINT64_MAX - digit) / 10) return usage("size " + quote(text) + " is too large");
-        number = number * 10 + digit;
+    SizeScan scan = scan_size(text);  // the grammar --memory uses (memory_size.h)
+    switch (scan.status) {
+        case SizeScan::Status::Ok: return scan.bytes;
+        case SizeScan::Status::NoNumber: return usage("expected a size like 512M or 1G, got " + quote(text));
+        case SizeScan::Status::UnknownUnit: return usage("unknown unit in " + quote(text) + " (use K, M, G or T)");
+        case SizeScan::Status::TooLarge: return usage("size " + quote(text) + " is too large");
     }
-    if (i == 0) return usage("expected a size like 512M or 1G, got " + quote(text));
-    int shift = unit_shift(text.substr(i));
-    if (shift < 0) return usage("unknown unit in " + quote(text) + " (use K, M, G or T)");
-    if (shift > 0 && number > (UINT64_MAX >> shift)) return usage("size " + quote(text) + " is too large");
-    return number << shift;
+    return usage("size " + quote(text) + " is invalid");
 }
 
 Expected<uint32_t> parse_u32(std::string_view text, uint32_t max) {

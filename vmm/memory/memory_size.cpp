@@ -28,20 +28,35 @@ mm::Unexpected<Error> bad(std::string_view text, const std::string& why) {
 
 }  // namespace
 
-Expected<uint64_t> parse_memory_size(std::string_view text) {
+SizeScan scan_size(std::string_view text) {
+    SizeScan r;
     size_t i = 0;
     uint64_t number = 0;
     while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
         uint64_t digit = static_cast<uint64_t>(text[i] - '0');
-        if (number > (UINT64_MAX - digit) / 10) return bad(text, "too large");
+        if (number > (UINT64_MAX - digit) / 10) return {SizeScan::Status::TooLarge, 0, {}};
         number = number * 10 + digit;
         ++i;
     }
-    if (i == 0) return bad(text, "expected a number with an optional K, M, G or T suffix");
-    int shift = unit_shift(text.substr(i));
-    if (shift < 0) return bad(text, "unknown unit '" + std::string(text.substr(i)) + "' (use K, M, G or T)");
-    if (shift > 0 && number > (UINT64_MAX >> shift)) return bad(text, "too large");
-    uint64_t size = number << shift;
+    if (i == 0) return {SizeScan::Status::NoNumber, 0, {}};
+    r.unit = text.substr(i);
+    int shift = unit_shift(r.unit);
+    if (shift < 0) return {SizeScan::Status::UnknownUnit, 0, r.unit};
+    if (shift > 0 && number > (UINT64_MAX >> shift)) return {SizeScan::Status::TooLarge, 0, r.unit};
+    r.bytes = number << shift;
+    return r;
+}
+
+Expected<uint64_t> parse_memory_size(std::string_view text) {
+    SizeScan scan = scan_size(text);
+    switch (scan.status) {
+        case SizeScan::Status::Ok: break;
+        case SizeScan::Status::NoNumber: return bad(text, "expected a number with an optional K, M, G or T suffix");
+        case SizeScan::Status::UnknownUnit:
+            return bad(text, "unknown unit '" + std::string(scan.unit) + "' (use K, M, G or T)");
+        case SizeScan::Status::TooLarge: return bad(text, "too large");
+    }
+    uint64_t size = scan.bytes;
     if (size % layout::kPage != 0) return bad(text, "not a multiple of 4 KiB");
     if (size < layout::kMinRamSize) return bad(text, "the minimum is " + format_size(layout::kMinRamSize));
     if (size > kMaxRamSize) return bad(text, "the maximum is " + format_size(kMaxRamSize));

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "vmm/base/error.h"
@@ -11,6 +12,16 @@ namespace pv::memory {
 // Largest guest pagevisor accepts: RAM is reserved with MAP_NORESERVE, but
 // the guest may touch all of it.
 inline constexpr uint64_t kMaxRamSize = uint64_t(1) << 40;  // 1 TiB
+
+// The size grammar shared by every size pagevisor parses (--memory, zone sizes and
+// quotas): a decimal number with an optional K/M/G/T suffix (binary units,
+// case-insensitive, optional "iB"/"B"). Each caller words its own errors.
+struct SizeScan {
+    enum class Status { Ok, NoNumber, UnknownUnit, TooLarge } status = Status::Ok;
+    uint64_t bytes = 0;     // valid when status == Ok
+    std::string_view unit;  // the suffix as written (for UnknownUnit messages)
+};
+SizeScan scan_size(std::string_view text);
 
 // A decimal number with an optional K/M/G/T suffix (binary units, case-insensitive,
 // an optional trailing "iB"/"B"). Usage error unless the result is page aligned and
