@@ -46,6 +46,7 @@
 
 #include "mm/alloc/allocator.h"
 #include "mm/alloc/intrusive_list.h"
+#include "mm/alloc/region.h"
 #include "mm/std.h"
 
 namespace mm {
@@ -76,15 +77,10 @@ public:
     }
 
     Status add_memory(std::span<std::byte> region) {
-        uintptr_t start = reinterpret_cast<uintptr_t>(region.data());
-        uintptr_t end = 0;
-        if (region.empty() || __builtin_add_overflow(start, region.size(), &end)) return err(Error::InvalidParam);
-        for (size_t i = 0; i < m_region_count; ++i) {
-            if (start < m_regions[i].raw_end && m_regions[i].raw_start < end) return err(Error::MemoryOverlap);
-        }
-        if (m_region_count == kMaxRegions) return err(Error::NoMemory);
+        RawRegion raw;
+        MM_TRY(check_new_region(region, m_regions.data(), m_region_count, kMaxRegions, raw));
         Region r{};
-        MM_TRY(layout_region(start, end, r));
+        MM_TRY(layout_region(raw.start, raw.end, r));
         m_regions[m_region_count] = r;
         carve(static_cast<uint32_t>(m_region_count));
         ++m_region_count;

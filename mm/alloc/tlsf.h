@@ -49,6 +49,7 @@
 
 #include "mm/alloc/allocator.h"
 #include "mm/alloc/intrusive_list.h"
+#include "mm/alloc/region.h"
 #include "mm/std.h"
 
 namespace mm {
@@ -78,15 +79,10 @@ public:
     }
 
     Status add_memory(std::span<std::byte> region) {
-        uintptr_t start = reinterpret_cast<uintptr_t>(region.data());
-        uintptr_t end = 0;
-        if (region.empty() || __builtin_add_overflow(start, region.size(), &end)) return err(Error::InvalidParam);
-        for (size_t i = 0; i < m_pool_count; ++i) {
-            if (start < m_pools[i].raw_end && m_pools[i].raw_start < end) return err(Error::MemoryOverlap);
-        }
-        if (m_pool_count == kMaxPools) return err(Error::NoMemory);
+        RawRegion raw;
+        MM_TRY(check_new_region(region, m_pools.data(), m_pool_count, kMaxPools, raw));
         Pool p{};
-        MM_TRY(layout_pool(start, end, p));
+        MM_TRY(layout_pool(raw.start, raw.end, p));
         m_pools[m_pool_count++] = p;
         auto* first = block_at(p.first);
         auto* sentinel = block_at(p.sentinel);
