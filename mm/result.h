@@ -80,7 +80,6 @@ public:
             ::new (static_cast<void*>(&m_error)) E(std::move(o.m_error));
     }
     Result& operator=(Result o) noexcept {
-        if (this == &o) return *this;
         destroy();
         m_has = o.m_has;
         if (m_has)
@@ -146,7 +145,6 @@ public:
         if (!m_has) ::new (static_cast<void*>(&m_error)) E(std::move(o.m_error));
     }
     Result& operator=(Result o) noexcept {
-        if (this == &o) return *this;
         destroy();
         m_has = o.m_has;
         if (!m_has) ::new (static_cast<void*>(&m_error)) E(std::move(o.m_error));
