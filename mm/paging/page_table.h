@@ -105,6 +105,10 @@ public:
     // remaining length allow and allow_huge is true. All-or-nothing: on error nothing new
     // stays mapped. InvalidParam also if the range crosses the canonical hole.
     Status map_region(GuestVirtRange va, GuestPhysAddr pa, Perm perm, bool allow_huge) {
+        return map_region(va, pa, perm, allow_huge ? PageSize::Size1G : PageSize::Size4K);
+    }
+    // The same with the largest page size to use (1G pages need the CPU's pdpe1gb feature).
+    Status map_region(GuestVirtRange va, GuestPhysAddr pa, Perm perm, PageSize largest) {
         MM_TRY(validate_range(va));
         if (!pa.is_page_aligned() || !is_valid_leaf_perm(perm)) return err(Error::InvalidParam);
         if (va.is_empty()) return ok();
@@ -113,7 +117,7 @@ public:
         bool any = false;
         MM_TRY(for_each_mapping(va, [&any](const Mapping&) { return !(any = true); }));
         if (any) return err(Error::AlreadyExists);
-        return map_linear(to_linear(va.start()), va.size(), pa.value(), perm_to_flags(perm), allow_huge);
+        return map_linear(to_linear(va.start()), va.size(), pa.value(), perm_to_flags(perm), bytes(largest));
     }
 
     // Unmap every page in the range (holes are fine). A huge page partly covered is split
@@ -296,8 +300,8 @@ private:
 
     // Maps [lin, lin+size) -> pa linearly (the range is known to be unmapped); on failure
     // unmaps what it mapped, so nothing new stays.
-    Status map_linear(uint64_t lin, uint64_t size, uint64_t pa, uint64_t flags, bool allow_huge) {
-        LinearMap job{pa - lin, flags & ~pte::kPresent, allow_huge, lin};  // pa of x is x + delta (mod 2^64)
+    Status map_linear(uint64_t lin, uint64_t size, uint64_t pa, uint64_t flags, uint64_t max_leaf) {
+        LinearMap job{pa - lin, flags & ~pte::kPresent, max_leaf, lin};  // pa of x is x + delta (mod 2^64)
         Status r = map_range<Level::Pml4>(m_root, 0, lin, lin + size - 1, job, {});
         if (!r && job.mapped_end > lin) {  // exactly our leaves: never splits, cannot fail
             (void)modify_region(GuestVirtRange::from_start_size(from_linear(lin), job.mapped_end - lin), Op::Unmap, 0);
@@ -308,7 +312,7 @@ private:
     struct LinearMap {
         uint64_t delta;
         uint64_t attrs;
-        bool allow_huge;
+        uint64_t max_leaf;    // largest leaf span: 4K, 2M or 1G
         uint64_t mapped_end;  // leaves are written in address order: [start, mapped_end) is mapped
     };
 
@@ -324,7 +328,7 @@ private:
             uint64_t sub_hi = hi < ebase + kSpan - 1 ? hi : ebase + kSpan - 1;
             if constexpr (can_be_leaf(L)) {
                 bool whole = sub_lo == ebase && sub_hi == ebase + kSpan - 1;
-                bool leaf_here = L == Level::Pt || (job.allow_huge && is_aligned(ebase + job.delta, kSpan));
+                bool leaf_here = L == Level::Pt || (kSpan <= job.max_leaf && is_aligned(ebase + job.delta, kSpan));
                 if (whole && leaf_here && !raw_is_present(slot_load(t + i))) {
                     Entry<L>::make_leaf(GuestFrame((ebase + job.delta) >> kPageShift), job.attrs).store(t + i);
                     job.mapped_end = sub_hi + 1;

@@ -85,6 +85,25 @@ struct ReportField {
 static_assert(sizeof(ReportField) == 40);
 
 // Read-only page at layout::kBootInfoAddr, written by the VMM before the first entry.
+// How a guest-physical RAM range is backed (BootInfo::ram).
+enum class RamKind : uint32_t {
+    Eager = 1,     // host memory the kernel fills on first touch (or pre-populated)
+    Demand = 2,    // first touch served by pagevisor's fault server (quota, statistics)
+    ReadOnly = 3,  // KVM read-only memory: reads see its contents, a write stops the guest
+};
+
+// One guest-physical range the guest may use, identity-mapped (GVA == GPA)
+// user-accessible and NX in the boot page tables (read-only for ReadOnly).
+// Ranges are sorted by gpa, disjoint, page aligned, and exclude everything
+// below layout::kFreeRamStart.
+struct RamRange {
+    uint64_t gpa;
+    uint64_t size;
+    uint32_t node;  // guest NUMA node
+    RamKind kind;
+};
+inline constexpr uint32_t kMaxRamRanges = 64;
+
 struct BootInfo {
     uint64_t magic;        // kBootMagic
     uint32_t abi_version;  // kAbiVersion
@@ -95,6 +114,10 @@ struct BootInfo {
     uint64_t seed;            // --seed, for workloads
     char workload[32];        // NUL-terminated workload name ("" = the image's default)
     uint64_t params[8];       // workload parameters (workload-defined)
+    uint32_t node_count;      // guest NUMA nodes (>= 1)
+    uint32_t ram_count;       // entries used in ram[]
+    uint32_t vcpu_node[32];   // guest NUMA node of vCPU i (layout::kMaxVcpus entries)
+    RamRange ram[kMaxRamRanges];
 };
 static_assert(sizeof(BootInfo) <= 4096);
 

@@ -13,15 +13,16 @@
 namespace pv {
 
 enum class ErrorKind {
-    Usage,       // bad command line / config: exit 2
-    GuestImage,  // malformed guest image: exit 3
-    Kvm,         // KVM missing, no permission, missing capability, ioctl failure: exit 4
-    Resource,    // host out of memory/fds/quota: exit 5
-    GuestFault,  // guest did something fatal (triple fault, unmapped access): exit 6
-    Timeout,     // wall-clock limit reached: exit 7
-    Io,          // file I/O: exit 8
-    Internal,    // a bug in pagevisor: exit 70
-    Invalid,     // an invalid argument to an internal API (also exit 70)
+    Usage,             // bad command line / config: exit 2
+    GuestImage,        // malformed guest image: exit 3
+    Kvm,               // KVM missing, no permission, missing capability, ioctl failure: exit 4
+    Resource,          // host out of memory/fds/quota: exit 5
+    GuestFault,        // guest did something fatal (triple fault, unmapped access): exit 6
+    Timeout,           // wall-clock limit reached: exit 7
+    Io,                // file I/O: exit 8
+    GuestOutOfMemory,  // the guest's memory quota or the host memory behind a guest node is exhausted: exit 9
+    Internal,          // a bug in pagevisor: exit 70
+    Invalid,           // an invalid argument to an internal API (also exit 70)
 };
 
 struct Error {
@@ -49,6 +50,7 @@ constexpr int exit_status(ErrorKind k) {
         case ErrorKind::GuestFault: return 6;
         case ErrorKind::Timeout: return 7;
         case ErrorKind::Io: return 8;
+        case ErrorKind::GuestOutOfMemory: return 9;
         case ErrorKind::Internal:
         case ErrorKind::Invalid: return 70;
     }

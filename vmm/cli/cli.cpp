@@ -8,8 +8,15 @@
 #include <filesystem>
 #include <ostream>
 
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
 #include "vmm/abi/layout.h"
+#include "vmm/memory/host_pool.h"
+#include "vmm/memory/memory_config.h"
 #include "vmm/memory/memory_size.h"
+#include "vmm/run/metrics.h"
 
 namespace pv::cli {
 namespace {
@@ -23,6 +30,18 @@ struct RunOptions {
     uint32_t vcpus = 1;
     double timeout = 30.0;
     bool quiet = false;
+    std::vector<std::string> zones;
+    std::vector<std::string> numa;
+    std::string fault_around;
+    std::string config_file;
+    std::vector<std::string> roms;
+    std::string vcpu_cpus;
+    std::string fault_cpus;
+    unsigned fault_threads = 1;
+    std::string fault_wait = "poll";
+    double fault_watchdog = 2.0;
+    std::string metrics;
+    bool memory_given = false;
 };
 
 void add_run_options(CLI::App& run, RunOptions& o) {
@@ -44,6 +63,115 @@ void add_run_options(CLI::App& run, RunOptions& o) {
         ->check(CLI::PositiveNumber)
         ->capture_default_str();
     run.add_flag("--quiet,-q", o.quiet, "Do not print the report block after the run");
+    run.add_option("--memory-zone", o.zones,
+                   "Guest memory zone (repeatable, in guest-physical order): id=NAME,size=SIZE[,backend=eager|demand]"
+                   "[,host_numa_node=N|host-nodes=LIST][,policy=default|bind|preferred|interleave][,quota=SIZE]"
+                   "[,prefault=on|off] (docs/memory-config.md)");
+    run.add_option("--numa", o.numa,
+                   "Guest NUMA node (repeatable): guest_numa_id=N,cpus=[LIST],memory_zones=[IDS][,fallback=[NODES]]");
+    run.add_option("--fault-around", o.fault_around,
+                   "Demand-fault fault-around: on (16 pages), off, or pages=N (power of two, 1..512)");
+    run.add_option("--config", o.config_file,
+                   "JSON file with a \"memory\" section (zones, nodes, fault_around); replaces --memory-zone/--numa");
+    run.add_option("--rom", o.roms, "Read-only guest memory from FILE, at GPA 0xE0000000 or FILE@GPA (repeatable)");
+    run.add_option("--vcpu-cpus", o.vcpu_cpus, "Pin vCPU i's thread to host CPU LIST[i % n] (e.g. 0,1)");
+    run.add_option("--fault-cpus", o.fault_cpus, "Pin fault-server thread j to host CPU LIST[j % n]");
+    run.add_option("--fault-threads", o.fault_threads, "userfaultfd fault-server threads")
+        ->check(CLI::Range(1u, 16u))
+        ->capture_default_str();
+    run.add_option("--fault-wait", o.fault_wait, "How fault-server threads wait: poll or busy (spins a CPU)")
+        ->check(CLI::IsMember({"poll", "busy"}))
+        ->capture_default_str();
+    run.add_option("--fault-watchdog", o.fault_watchdog,
+                   "Seconds a demand fault may take before the guest is stopped (0: no watchdog)")
+        ->check(CLI::Range(0.0, 3600.0))
+        ->capture_default_str();
+    run.add_option("--metrics", o.metrics,
+                   "Append the run's metrics as one JSON line to PATH ('-': standard output; docs/metrics.md)");
+}
+
+Expected<std::vector<int>> parse_cpu_list(const std::string& flag, const std::string& text) {
+    std::vector<int> cpus;
+    if (text.empty()) return cpus;
+    auto set = memory::HostNodeSet::parse(text);  // the same "0,2-3" list syntax
+    if (!set) return make_error(ErrorKind::Usage, flag + ": invalid CPU list '" + text + "' (expected e.g. 0,2-3)");
+    for (uint32_t id : set->ids()) cpus.push_back(static_cast<int>(id));
+    if (cpus.empty()) return make_error(ErrorKind::Usage, flag + ": empty CPU list");
+    return cpus;
+}
+
+Expected<std::string> read_file(const std::string& path, const std::string& what) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return errno_error(ErrorKind::Io, "cannot open " + what + " '" + path + "'");
+    std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad()) return errno_error(ErrorKind::Io, "cannot read " + what + " '" + path + "'");
+    return data;
+}
+
+constexpr uint64_t kDefaultRomAddr = 0xE000'0000;
+constexpr uint64_t kMaxRomSize = 256ULL << 20;
+
+Expected<run::RomConfig> parse_rom(const std::string& spec) {
+    run::RomConfig rom;
+    std::string path = spec;
+    rom.gpa = kDefaultRomAddr;
+    if (auto at = spec.rfind('@'); at != std::string::npos) {
+        path = spec.substr(0, at);
+        std::string gpa = spec.substr(at + 1);
+        errno = 0;
+        char* end = nullptr;
+        rom.gpa = std::strtoull(gpa.c_str(), &end, 0);
+        if (gpa.empty() || *end != '\0' || errno != 0 || rom.gpa % layout::kPage != 0)
+            return make_error(ErrorKind::Usage, "--rom: invalid guest-physical address '" + gpa +
+                                                    "' (a page-aligned integer, e.g. 0xE0000000)");
+    }
+    PV_TRY_ASSIGN(std::string data, read_file(path, "ROM file"));
+    if (data.empty() || data.size() > kMaxRomSize)
+        return make_error(ErrorKind::Usage, "--rom: '" + path + "' must hold 1 byte to 256 MiB");
+    rom.name = std::filesystem::path(path).filename().string();
+    rom.contents.resize(data.size());
+    std::memcpy(rom.contents.data(), data.data(), data.size());
+    return rom;
+}
+
+Status memory_options(const RunOptions& o, run::RunConfig& c) {
+    if (!o.config_file.empty()) {
+        if (!o.zones.empty() || !o.numa.empty())
+            return make_error(ErrorKind::Usage, "--config replaces --memory-zone and --numa: give one or the other");
+        PV_TRY_ASSIGN(std::string text, read_file(o.config_file, "config file"));
+        auto cfg = memory::parse_memory_config_json(text);
+        if (!cfg) return make_error(ErrorKind::Usage, o.config_file + ": " + cfg.error().message);
+        c.memory_config = std::move(*cfg);
+    }
+    for (const auto& z : o.zones) {
+        PV_TRY_ASSIGN(auto zone, memory::parse_memory_zone(z));
+        c.memory_config.zones.push_back(std::move(zone));
+    }
+    for (const auto& n : o.numa) {
+        PV_TRY_ASSIGN(auto node, memory::parse_numa_node(n));
+        c.memory_config.nodes.push_back(std::move(node));
+    }
+    if (!o.fault_around.empty()) {
+        PV_TRY_ASSIGN(c.memory_config.fault_around, memory::parse_fault_around(o.fault_around));
+    }
+    if (!c.memory_config.zones.empty()) {
+        uint64_t total = c.memory_config.total_size();
+        if (o.memory_given && total != c.memory)
+            return make_error(ErrorKind::Usage, "--memory " + o.memory + " differs from the zones' total " +
+                                                    memory::format_exact_size(total) +
+                                                    " (give one or make them agree)");
+        c.memory = total;
+    }
+    for (const auto& r : o.roms) {
+        PV_TRY_ASSIGN(auto rom, parse_rom(r));
+        c.roms.push_back(std::move(rom));
+    }
+    PV_TRY_ASSIGN(c.vcpu_cpus, parse_cpu_list("--vcpu-cpus", o.vcpu_cpus));
+    PV_TRY_ASSIGN(c.fault_cpus, parse_cpu_list("--fault-cpus", o.fault_cpus));
+    c.fault_threads = o.fault_threads;
+    c.fault_busy_poll = o.fault_wait == "busy";
+    c.fault_watchdog = std::chrono::milliseconds(std::llround(o.fault_watchdog * 1000.0));
+    return {};
 }
 
 Expected<uint64_t> parse_param(const std::string& s) {
@@ -73,6 +201,7 @@ Expected<run::RunConfig> to_config(const RunOptions& o) {
     c.vcpus = o.vcpus;
     if (!(o.timeout > 0) || o.timeout > 1e6) return make_error(ErrorKind::Usage, "--timeout must be in (0, 1e6]");
     c.timeout = std::chrono::milliseconds(std::max<int64_t>(1, std::llround(o.timeout * 1000.0)));
+    PV_TRY(memory_options(o, c));
     return c;
 }
 
@@ -88,6 +217,12 @@ int run_command(const RunOptions& o, std::ostream& out, std::ostream& err) {
     auto result = run::run_vm(*config);
     if (!result) return fail(err, result.error());
     if (!o.quiet) out << format_report(*config, *result) << std::flush;
+    if (!o.metrics.empty()) {
+        if (auto m = run::append_metrics_line(o.metrics, run::run_metrics(*config, *result)); !m) {
+            fail(err, m.error());
+            if (result->exit_status == 0) return exit_status(m.error().kind);
+        }
+    }
     if (result->error) fail(err, *result->error);
     return result->exit_status;
 }
@@ -112,9 +247,10 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     CLI::App* info = app.add_subcommand("info", "Show KVM, capability, CPUID and host NUMA information");
     app.footer(
         "Exit status: the guest's exit code, or 2 usage, 3 guest image, 4 KVM, 5 resource, 6 guest fault, "
-        "7 timeout, 8 I/O, 70 internal error (docs/cli.md).");
+        "7 timeout, 8 I/O, 9 guest out of memory, 70 internal error (docs/cli.md).");
     try {
         app.parse(argc, argv);
+        options.memory_given = run->count("--memory") > 0;
     } catch (const CLI::CallForHelp& e) {
         return app.exit(e, out, err);
     } catch (const CLI::CallForAllHelp& e) {

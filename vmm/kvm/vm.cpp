@@ -8,7 +8,8 @@
 
 namespace pv::kvm {
 
-Status Vm::set_user_memory_region(uint32_t slot, mm::GuestPhysAddr gpa, uint64_t size, mm::HostVirtAddr host) const {
+Status Vm::set_user_memory_region(uint32_t slot, mm::GuestPhysAddr gpa, uint64_t size, mm::HostVirtAddr host,
+                                  bool read_only) const {
     if (!gpa.is_page_aligned() || !host.is_page_aligned() || !mm::is_aligned(size, mm::kPageSize))
         return make_error(ErrorKind::Invalid, "memslot " + std::to_string(slot) + " is not page aligned");
     kvm_userspace_memory_region region{};
@@ -16,10 +17,21 @@ Status Vm::set_user_memory_region(uint32_t slot, mm::GuestPhysAddr gpa, uint64_t
     region.guest_phys_addr = gpa.value();
     region.memory_size = size;
     region.userspace_addr = host.value();
+    region.flags = read_only ? KVM_MEM_READONLY : 0;
     if (::ioctl(m_fd.get(), KVM_SET_USER_MEMORY_REGION, &region) < 0)
         return errno_error(ErrorKind::Kvm, "KVM_SET_USER_MEMORY_REGION (slot " + std::to_string(slot) + ") failed");
     return {};
 }
+
+Status Vm::delete_memory_region(uint32_t slot) const {
+    kvm_userspace_memory_region region{};
+    region.slot = slot;
+    if (::ioctl(m_fd.get(), KVM_SET_USER_MEMORY_REGION, &region) < 0)
+        return errno_error(ErrorKind::Kvm, "deleting memslot " + std::to_string(slot) + " failed");
+    return {};
+}
+
+bool Vm::supports_readonly_memory() const { return ::ioctl(m_fd.get(), KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM) > 0; }
 
 Status Vm::set_tss_addr(uint64_t gpa) const {
     if (::ioctl(m_fd.get(), KVM_SET_TSS_ADDR, static_cast<unsigned long>(gpa)) < 0)

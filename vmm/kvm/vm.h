@@ -14,8 +14,13 @@ class Vm {
 public:
     // Maps [gpa, gpa + size) of guest-physical space to [host, host + size).
     // size 0 deletes the slot. Both addresses and the size must be page aligned.
+    // read_only: KVM_MEM_READONLY (guest writes exit as MMIO; needs
+    // KVM_CAP_READONLY_MEM, see supports_readonly_memory()).
     [[nodiscard]] Status set_user_memory_region(uint32_t slot, mm::GuestPhysAddr gpa, uint64_t size,
-                                                mm::HostVirtAddr host) const;
+                                                mm::HostVirtAddr host, bool read_only = false) const;
+    [[nodiscard]] Status delete_memory_region(uint32_t slot) const;
+    // KVM_CHECK_EXTENSION(KVM_CAP_READONLY_MEM) on this VM.
+    [[nodiscard]] bool supports_readonly_memory() const;
     [[nodiscard]] Expected<Vcpu> create_vcpu(uint32_t id) const;
     [[nodiscard]] Status set_tss_addr(uint64_t gpa) const;
     [[nodiscard]] Status set_identity_map_addr(uint64_t gpa) const;

@@ -52,7 +52,7 @@ void FaultServer::resolve_locked(Worker& w, Range& r, uint64_t page) {
     }
     if (!charged) {
         m_oom.fetch_add(1, std::memory_order_relaxed);
-        w.fatal_pending = record_fatal(Error{ErrorKind::Resource, 0,
+        w.fatal_pending = record_fatal(Error{ErrorKind::GuestOutOfMemory, 0,
                                              "guest out of memory on node " + std::to_string(r.info.node) +
                                                  " (range id " + std::to_string(r.info.id) + ", fault at HVA " +
                                                  fault_hex(r.start + page * kFaultPageSize) + ")"});
@@ -123,10 +123,10 @@ void FaultServer::copy_failed(Worker& w, Range& r, uint64_t page, int64_t n) {
         return;
     }
     const int e = static_cast<int>(-n);
-    std::string msg = e == ENOMEM ? "host out of memory on node " + std::to_string(r.info.node) +
-                                        " installing a page at HVA " + fault_hex(address)
+    std::string msg = e == ENOMEM ? "guest out of memory on node " + std::to_string(r.info.node) +
+                                        ": the host has no memory for a page at HVA " + fault_hex(address)
                                   : "fault server: UFFDIO_COPY at HVA " + fault_hex(address) + " failed";
-    w.fatal_pending = record_fatal(Error{ErrorKind::Resource, e, msg});
+    w.fatal_pending = record_fatal(Error{e == ENOMEM ? ErrorKind::GuestOutOfMemory : ErrorKind::Resource, e, msg});
     // The thread refaults and is then served by resolve_stopped().
     w.wake_address = address;
 }

@@ -1,33 +1,95 @@
-// Guest RAM: eagerly backed host mappings, registered as KVM memslots.
+// GuestMemory: a guest's guest-physical address space. A MemorySet (mm/) of
+// areas over GPA, each with a backend, realised as KVM memslots over host
+// mappings (docs/memory-config.md, docs/demand-paging.md).
 //
-// Layout (vmm/abi/layout.h): RAM is [0, min(size, kLowRamLimit)) and, when the
-// guest is larger, [k4GiB, k4GiB + size - kLowRamLimit). Each range is one
-// anonymous MAP_PRIVATE | MAP_NORESERVE host mapping with a PROT_NONE guard
-// page on each side, so a VMM bug that runs off the end faults at once.
-// Every host access goes through host_span(), which checks that the whole
-// guest-physical range lies in one RAM range: nothing outside RAM is touched.
+// Backends (AreaKind):
+//   Eager     anonymous host memory; the kernel fills a first touch (prefault:
+//             populated when mapped)
+//   Demand    anonymous host memory registered with the userfaultfd FaultServer:
+//             pagevisor resolves every first touch (zero-fill, fault-around,
+//             charged to the area's guest node in NodeAccounting)
+//   ReadOnly  host memory filled with the area's contents, a KVM_MEM_READONLY
+//             memslot: guest reads see the contents, a guest write exits (the
+//             VMM reports "write to read-only guest memory")
+//   Hole      no memslot (MMIO, the hypercall doorbell): any guest access exits
+//             and is reported as an unmapped access naming the hole
 //
-// Ownership: GuestMemory owns the mappings (unmapped on destruction; the VM
-// must be destroyed first or its memslots must no longer be used).
-// Later (demand paging) this becomes a MemorySet over GPA whose areas carry
-// backends (eager, demand/userfaultfd, read-only, hole); Region is the seed of
-// such an area.
+// Consistency: after every call the memslots, the fault server's registrations
+// and the host mappings are exactly what the set describes. Each area piece has
+// one memslot; cutting an area (a partial unmap/protect) deletes its memslot
+// and creates one per remaining piece. Frames: unmapping returns the host
+// memory (MADV_DONTNEED) and uncharges the demand pages that were resident.
+// Memslot changes while vCPUs run are the caller's job to fence (pause the
+// vCPUs): between deleting and recreating a slot a guest access would exit.
+//
+// Host mappings: every mapped area gets its own reservation with a PROT_NONE
+// guard page on each side; unmapped pieces become PROT_NONE too and the
+// reservation is released only when the GuestMemory is destroyed, so a stale
+// host pointer faults instead of reaching other memory. host_span() checks that
+// the whole range lies in ONE RAM area (Hole areas have no host memory).
+//
+// Threads: map/unmap/protect/register_with take the set's lock exclusively;
+// host_span, find_area, areas and stats take it shared. A moved-from object is
+// empty (no areas; changes fail). Ownership: owns the
+// host mappings; the FaultServer and NodeAccounting it is given (DemandHooks)
+// must outlive it, and the VM must not run once it is destroyed.
 #pragma once
 
 #include <cstddef>
 #include <cstring>
+#include <memory>
+#include <optional>
 #include <span>
+#include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
 #include "mm/addr.h"
 #include "vmm/base/error.h"
+#include "vmm/memory/host_pool.h"
 
 namespace pv::kvm {
 class Vm;
 }
 
 namespace pv::memory {
+
+class FaultServer;
+
+enum class AreaKind : uint8_t { Eager, Demand, ReadOnly, Hole };
+std::string_view to_string(AreaKind kind);
+
+struct AreaSpec {
+    std::string name;  // for messages and statistics (zone id, "system", "device-window")
+    mm::GuestPhysRange gpa;
+    AreaKind kind = AreaKind::Eager;
+    uint32_t node = 0;                         // guest NUMA node
+    std::optional<PoolConfig> policy;          // mbind of the host memory (none: the process policy)
+    bool prefault = false;                     // Eager: populate every page when mapped
+    std::span<const std::byte> contents = {};  // ReadOnly: initial bytes (the rest is zero)
+};
+
+struct AreaInfo {
+    uint32_t id = 0;  // stable per mapped area (pieces of a cut area keep it)
+    std::string name;
+    mm::GuestPhysRange gpa;
+    AreaKind kind = AreaKind::Eager;
+    uint32_t node = 0;
+    bool read_only = false;
+    std::byte* host = nullptr;  // host address of gpa.start(); nullptr for holes
+};
+
+struct AreaStats {
+    AreaInfo area;
+    uint64_t resident_pages = 0;  // host pages present now (mincore)
+};
+
+// What demand areas need; both may be null when there is no demand area.
+struct DemandHooks {
+    FaultServer* server = nullptr;
+    NodeAccounting* accounting = nullptr;
+};
 
 class GuestMemory {
 public:
@@ -36,8 +98,11 @@ public:
         std::byte* host = nullptr;  // host address of gpa.start()
     };
 
-    // Reserves and maps `size` bytes (page aligned, >= layout::kMinRamSize).
+    // The classic layout: RAM [0, min(size, kLowRamLimit)) and, when larger,
+    // [4 GiB, 4 GiB + the rest), eager, no NUMA policy; `size` page aligned, >= kMinRamSize.
     static Expected<GuestMemory> create(uint64_t size);
+    // An empty space; areas come from map().
+    static Expected<GuestMemory> create_empty(DemandHooks hooks = {});
 
     GuestMemory(GuestMemory&& o) noexcept;
     GuestMemory& operator=(GuestMemory&& o) noexcept;
@@ -45,17 +110,34 @@ public:
     GuestMemory& operator=(const GuestMemory&) = delete;
     ~GuestMemory();
 
-    // Registers every region as a memslot (slots 0, 1, ...).
+    // Adds an area. Invalid error (one line naming the area) for an empty or
+    // unaligned range, an overlap with another area, a Demand area without
+    // hooks, contents larger than the area; Resource/Kvm errors from the host.
+    // On error nothing changed.
+    [[nodiscard]] Status map(const AreaSpec& spec);
+    // Removes every area piece inside `range` (areas are cut at its ends).
+    [[nodiscard]] Status unmap(mm::GuestPhysRange range);
+    // Makes the RAM area pieces inside `range` read-only or writable again
+    // (memslot flags); holes are left alone.
+    [[nodiscard]] Status protect(mm::GuestPhysRange range, bool read_only);
+
+    // Realises every area as a memslot of `vm`; later changes update it. Once.
     [[nodiscard]] Status register_with(const kvm::Vm& vm) const;
 
-    [[nodiscard]] uint64_t size() const { return m_size; }
-    // End of the low RAM range (the guest's usable low memory ends here).
+    // Bytes of RAM (every area but holes).
+    [[nodiscard]] uint64_t size() const;
+    // End of the RAM that starts at GPA 0 and continues without a gap below 4 GiB.
     [[nodiscard]] uint64_t low_end() const;
-    [[nodiscard]] const std::vector<Region>& regions() const { return m_regions; }
+    // The RAM areas' pieces, in GPA order.
+    [[nodiscard]] std::vector<Region> regions() const;
+    [[nodiscard]] std::vector<AreaInfo> areas() const;
+    [[nodiscard]] std::optional<AreaInfo> find_area(mm::GuestPhysAddr gpa) const;
+    [[nodiscard]] std::vector<AreaStats> stats() const;
     [[nodiscard]] bool contains(mm::GuestPhysAddr gpa, uint64_t len) const;
+    [[nodiscard]] bool check_invariants() const;
 
-    // Host view of [gpa, gpa + len); GuestFault error if any byte is outside RAM
-    // (or the range wraps). len 0 is allowed inside RAM.
+    // Host view of [gpa, gpa + len): GuestFault error unless every byte is in
+    // one RAM area (or the range wraps). len 0 is allowed inside RAM.
     [[nodiscard]] Expected<std::span<std::byte>> host_span(mm::GuestPhysAddr gpa, uint64_t len) const;
 
     template <class T>
@@ -63,18 +145,11 @@ public:
     template <class T>
     [[nodiscard]] Status write(mm::GuestPhysAddr gpa, const T& value) const;
 
-private:
-    struct Mapping {
-        void* base = nullptr;
-        size_t length = 0;
-    };
-    GuestMemory() = default;
-    [[nodiscard]] const Region* find(mm::GuestPhysAddr gpa) const;
-    void release();
+    struct State;  // vmm/memory/guest_memory.cpp
 
-    uint64_t m_size = 0;
-    std::vector<Region> m_regions;
-    std::vector<Mapping> m_mappings;
+private:
+    explicit GuestMemory(std::unique_ptr<State> state);
+    std::unique_ptr<State> m_state;
 };
 
 template <class T>

@@ -288,7 +288,7 @@ Status validate_pools(const std::vector<PoolConfig>& pools, const HostTopology& 
 Error ChargeError::to_error() const {
     if (kind == Kind::InvalidNode)
         return Error{ErrorKind::Invalid, 0, "charge to guest NUMA node " + node_str(node) + ", which does not exist"};
-    return Error{ErrorKind::Resource, 0,
+    return Error{ErrorKind::GuestOutOfMemory, 0,
                  "guest out of memory on node " + node_str(node) + " (" + node_str(pages) + " pages requested)"};
 }
 

@@ -15,7 +15,7 @@ Status validate(const RunConfig& c) {
     if (c.vcpus == 0 || c.vcpus > layout::kMaxVcpus)
         return make_error(ErrorKind::Usage, "--vcpus must be between 1 and " + std::to_string(layout::kMaxVcpus) +
                                                 " (got " + std::to_string(c.vcpus) + ")");
-    if (c.memory < layout::kMinRamSize || c.memory % layout::kPage != 0)
+    if (c.memory_config.zones.empty() && (c.memory < layout::kMinRamSize || c.memory % layout::kPage != 0))
         return make_error(ErrorKind::Usage, "guest memory must be a multiple of 4 KiB and at least 48 MiB");
     if (c.timeout.count() <= 0) return make_error(ErrorKind::Usage, "--timeout must be positive");
     if (c.workload.size() >= sizeof(abi::BootInfo::workload))
@@ -25,11 +25,12 @@ Status validate(const RunConfig& c) {
 
 }  // namespace
 
-Machine::Machine(const RunConfig& config, kvm::Kvm kvm, loader::Image image, memory::GuestMemory mem)
+Machine::Machine(const RunConfig& config, kvm::Kvm kvm, loader::Image image, std::unique_ptr<MemorySystem> memsys)
     : m_config(config),
       m_kvm(std::move(kvm)),
       m_image(std::move(image)),
-      m_mem(std::move(mem)),
+      m_memsys(std::move(memsys)),
+      m_mem(m_memsys->mem()),
       m_per_vcpu(std::make_unique<PerVcpu[]>(config.vcpus)),
       m_services(config.vcpus, config.console_sink),
       m_dispatcher(m_services) {}
@@ -48,9 +49,16 @@ Expected<std::unique_ptr<Machine>> Machine::create(const RunConfig& config) {
     PV_TRY_ASSIGN(kvm::Kvm kvm, kvm::Kvm::open(config.kvm_device));
     if (kvm.max_vcpus() > 0 && config.vcpus > static_cast<uint32_t>(kvm.max_vcpus()))
         return make_error(ErrorKind::Usage, "KVM supports at most " + std::to_string(kvm.max_vcpus()) + " vCPUs");
-    PV_TRY_ASSIGN(memory::GuestMemory mem, memory::GuestMemory::create(config.memory));
+    PV_TRY_ASSIGN(auto memsys, MemorySystem::create(config));
     auto created = Clock::now();
-    std::unique_ptr<Machine> m(new Machine(config, std::move(kvm), std::move(image), std::move(mem)));
+    std::unique_ptr<Machine> m(new Machine(config, std::move(kvm), std::move(image), std::move(memsys)));
+    Machine* raw = m.get();
+    m->m_memsys->set_hooks(
+        MemoryHooks{[raw](const Error& e) { raw->stop_vm(std::nullopt, e); },
+                    [raw](const Error& e) {
+                        raw->stop_vm(std::nullopt,
+                                     Error{ErrorKind::Timeout, 0, "guest memory fault handler stalled: " + e.message});
+                    }});
     PV_TRY(m->boot(created));
     return m;
 }
@@ -61,14 +69,21 @@ Status Machine::boot(Clock::time_point created) {
     m_vm.emplace(std::move(vm));
     PV_TRY(m_mem.register_with(*m_vm));
     PV_TRY(x86::load_image(m_mem, m_image));
-    x86::BootConfig boot{m_config.vcpus, m_config.seed, m_config.workload, m_config.params};
+    x86::BootConfig boot;
+    boot.vcpus = m_config.vcpus;
+    boot.seed = m_config.seed;
+    boot.workload = m_config.workload;
+    boot.params = m_config.params;
+    boot.ram = m_memsys->ram_map();
+    boot.vcpu_node = m_memsys->vcpu_nodes(m_config.vcpus);
+    boot.node_count = static_cast<uint32_t>(m_memsys->config().nodes.size());
     PV_TRY(x86::write_boot_structures(m_mem, boot));
     if (m_config.debug.corrupt_idt) {
         PV_TRY_ASSIGN(auto idt, m_mem.host_span(mm::GuestPhysAddr(layout::kIdtAddr), layout::kPage));
         std::memset(idt.data(), 0, idt.size());
     }
     m_pool = std::make_unique<x86::TablePool>(m_mem);
-    PV_TRY_ASSIGN(x86::GuestPageTable pt, x86::build_page_tables(*m_pool, m_image, m_config.vcpus));
+    PV_TRY_ASSIGN(x86::GuestPageTable pt, x86::build_page_tables(*m_pool, m_image, m_config.vcpus, boot.ram));
     m_pt.emplace(pt);  // a handle: root frame + pool pointer
     m_access = std::make_unique<PageTableGuestAccess>(m_mem, *m_pt);
     PV_TRY_ASSIGN(auto cpuid, m_kvm.supported_cpuid());

@@ -29,6 +29,7 @@
 #include "vmm/loader/elf_loader.h"
 #include "vmm/memory/guest_memory.h"
 #include "vmm/run/guest_access.h"
+#include "vmm/run/memory_system.h"
 #include "vmm/run/run_config.h"
 #include "vmm/run/services.h"
 #include "vmm/x86/exit.h"
@@ -46,6 +47,9 @@ public:
     // Runs the guest to completion. Call once.
     RunResult run();
 
+    // The guest's memory (after run(): what the guest left behind).
+    [[nodiscard]] MemorySystem& memory() { return *m_memsys; }
+
 private:
     using Clock = std::chrono::steady_clock;
     enum class Next { Continue, EndVcpu };
@@ -55,9 +59,10 @@ private:
         abi::HypercallPage* page = nullptr;
         pthread_t thread{};  // written before `started` is set
         std::atomic<bool> started{false};
+        std::atomic<int> cpu{-1};  // pinned CPU, -1: not pinned
     };
 
-    Machine(const RunConfig& config, kvm::Kvm kvm, loader::Image image, memory::GuestMemory mem);
+    Machine(const RunConfig& config, kvm::Kvm kvm, loader::Image image, std::unique_ptr<MemorySystem> memsys);
     Status boot(Clock::time_point created);
     Status setup_vcpu(uint32_t i, const std::vector<kvm::CpuidEntry>& cpuid);
 
@@ -67,6 +72,9 @@ private:
     Next on_hypercall(uint32_t i, const x86::ExitAction& action);
     Next on_exception(uint32_t i);
     Next on_stop(uint32_t i, const x86::ExitAction& action);
+    // The unmapped-access message for an MMIO exit, naming the area it hit.
+    [[nodiscard]] std::string describe_mmio(const kvm::ExitState& exit, const x86::ExitAction& action) const;
+    void pin_vcpu_thread(uint32_t i);
 
     // The first call wins; every vCPU is kicked.
     void stop_vm(std::optional<int64_t> exit_code, std::optional<Error> error);
@@ -77,7 +85,8 @@ private:
     RunConfig m_config;
     kvm::Kvm m_kvm;
     loader::Image m_image;
-    memory::GuestMemory m_mem;  // declared before the VM: outlives its memslots
+    std::unique_ptr<MemorySystem> m_memsys;  // declared before the VM: outlives its memslots
+    memory::GuestMemory& m_mem;              // m_memsys->mem()
     std::optional<kvm::Vm> m_vm;
     std::unique_ptr<x86::TablePool> m_pool;
     std::optional<x86::GuestPageTable> m_pt;

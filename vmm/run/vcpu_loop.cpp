@@ -75,8 +75,19 @@ void Machine::start_threads() {
     }
 }
 
+void Machine::pin_vcpu_thread(uint32_t i) {
+    if (m_config.vcpu_cpus.empty()) return;
+    int cpu = m_config.vcpu_cpus[i % m_config.vcpu_cpus.size()];
+    if (cpu < 0 || cpu >= CPU_SETSIZE) return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (pthread_setaffinity_np(pthread_self(), sizeof set, &set) == 0) m_per_vcpu[i].cpu.store(cpu);
+}
+
 void Machine::vcpu_loop(uint32_t i) {
     kvm::Vcpu& vcpu = m_vcpus[i];
+    pin_vcpu_thread(i);
     m_per_vcpu[i].thread = pthread_self();
     m_per_vcpu[i].started.store(true, std::memory_order_release);
     if (i == 0)
@@ -102,9 +113,27 @@ Machine::Next Machine::handle_exit(uint32_t i, const kvm::ExitState& exit) {
         case Kind::Interrupted: return m_stop.load() ? Next::EndVcpu : Next::Continue;
         case Kind::Hypercall: return on_hypercall(i, action);
         case Kind::GuestException: return on_exception(i);
-        case Kind::Stop: return on_stop(i, action);
+        case Kind::Stop: {
+            x86::ExitAction stop = action;
+            if (exit.reason == kvm::ExitReason::Mmio) stop.message = describe_mmio(exit, action);
+            return on_stop(i, stop);
+        }
     }
     return on_stop(i, action);
+}
+
+std::string Machine::describe_mmio(const kvm::ExitState& exit, const x86::ExitAction& action) const {
+    auto area = m_mem.find_area(mm::GuestPhysAddr(exit.mmio.gpa));
+    if (!area) return action.message;
+    const char* access = exit.mmio.is_write ? "write" : "read";
+    if (area->kind == memory::AreaKind::ReadOnly || area->read_only)
+        return std::string("guest ") + (exit.mmio.is_write ? "wrote to" : "accessed") +
+               " read-only guest memory at GPA " + x86::hex(exit.mmio.gpa) + " (area '" + area->name + "', " + access +
+               ", " + std::to_string(exit.mmio.len) + " bytes)";
+    if (area->kind == memory::AreaKind::Hole)
+        return "guest accessed unmapped GPA " + x86::hex(exit.mmio.gpa) + " in hole '" + area->name + "' (" + access +
+               ", " + std::to_string(exit.mmio.len) + " bytes)";
+    return action.message;
 }
 
 Machine::Next Machine::on_hypercall(uint32_t i, const x86::ExitAction& action) {
@@ -191,7 +220,10 @@ RunResult Machine::collect() {
     if (first >= 0) r.time_to_first_hypercall = std::chrono::nanoseconds(first);
     r.time_to_first_entry = std::chrono::nanoseconds(m_first_entry_ns.load());
     r.flavour = kvm::Kvm::flavour();
-    r.memory = m_config.memory;
+    if (auto* server = m_memsys->fault_server(); server != nullptr) (void)server->wait_idle(std::chrono::seconds(2));
+    r.memory_report = m_memsys->report();
+    r.memory = r.memory_report.ram_bytes;
+    for (uint32_t i = 0; i < m_config.vcpus; ++i) r.vcpu_cpus.push_back(m_per_vcpu[i].cpu.load());
     std::lock_guard guard(m_lock);
     r.time_to_exit = std::chrono::duration_cast<std::chrono::nanoseconds>(m_time_to_exit);
     r.guest_exit_code = m_exit_code;

@@ -19,10 +19,11 @@ Status copy_to(const memory::GuestMemory& mem, uint64_t gpa, const void* data, u
     return {};
 }
 
+// Identity map; at most 2 MiB pages (1 GiB pages need CPUID pdpe1gb, not checked here).
 Status map(GuestPageTable& pt, uint64_t start, uint64_t size, Perm perm, const char* what) {
     auto range = mm::GuestVirtRange::try_create(mm::GuestVirtAddr(start), size);
     if (!range) return make_error(ErrorKind::Internal, std::string("bad range for ") + what);
-    auto r = pt.map_region(*range, mm::GuestPhysAddr(start), perm, true);
+    auto r = pt.map_region(*range, mm::GuestPhysAddr(start), perm, mm::PageSize::Size2M);
     if (!r)
         return make_error(ErrorKind::Internal, std::string("cannot map ") + what + " at " + std::to_string(start) +
                                                    ": " + mm::error_name(r.error()));
@@ -66,10 +67,21 @@ Status write_boot_structures(const memory::GuestMemory& mem, const BootConfig& c
     info.seed = config.seed;
     std::memcpy(info.workload, config.workload.data(), config.workload.size());
     for (size_t i = 0; i < config.params.size(); ++i) info.params[i] = config.params[i];
+    static_assert(sizeof info.vcpu_node / sizeof info.vcpu_node[0] == layout::kMaxVcpus);
+    if (config.ram.size() > abi::kMaxRamRanges)
+        return make_error(ErrorKind::Usage, "guest memory has " + std::to_string(config.ram.size()) +
+                                                " RAM ranges; the boot RAM map holds at most " +
+                                                std::to_string(abi::kMaxRamRanges));
+    info.node_count = config.node_count == 0 ? 1 : config.node_count;
+    info.ram_count = static_cast<uint32_t>(config.ram.size());
+    for (size_t i = 0; i < config.ram.size(); ++i) info.ram[i] = config.ram[i];
+    for (size_t i = 0; i < config.vcpu_node.size() && i < layout::kMaxVcpus; ++i)
+        info.vcpu_node[i] = config.vcpu_node[i];
     return copy_to(mem, layout::kBootInfoAddr, &info, sizeof info);
 }
 
-Expected<GuestPageTable> build_page_tables(TablePool& pool, const loader::Image& image, uint32_t vcpus) {
+Expected<GuestPageTable> build_page_tables(TablePool& pool, const loader::Image& image, uint32_t vcpus,
+                                           std::span<const abi::RamRange> ram) {
     auto created = GuestPageTable::try_create(&pool);
     if (!created) return make_error(ErrorKind::Internal, "cannot allocate the guest's root page table");
     GuestPageTable pt = *created;
@@ -87,6 +99,11 @@ Expected<GuestPageTable> build_page_tables(TablePool& pool, const loader::Image&
                mm::kPermRW, "TSS"));
     PV_TRY(map(pt, layout::kKernelStacksAddr, vcpus * layout::kKernelStackSize, mm::kPermRW, "kernel stacks"));
     PV_TRY(map(pt, layout::kDeviceWindowAddr, layout::kDeviceWindowSize, user_rw, "device window"));
+    for (const auto& r : ram) {
+        if (r.gpa < layout::kFreeRamStart)
+            return make_error(ErrorKind::Internal, "RAM map range below the fixed structures");
+        PV_TRY(map(pt, r.gpa, r.size, r.kind == abi::RamKind::ReadOnly ? Perm::Read | Perm::User : user_rw, "RAM"));
+    }
     return pt;
 }
 

@@ -3,6 +3,11 @@
 // tables (identity mappings, GVA == GPA, with the permissions listed below).
 #pragma once
 
+#include <span>
+#include <vector>
+
+#include "vmm/abi/hypercall.h"
+
 #include <array>
 #include <string>
 
@@ -23,6 +28,11 @@ struct BootConfig {
     uint64_t seed = 0;
     std::string workload;  // at most 31 bytes (Usage error otherwise)
     std::array<uint64_t, 8> params{};
+    // BootInfo's RAM map (at most abi::kMaxRamRanges, sorted, >= kFreeRamStart)
+    // and the guest NUMA node of each vCPU (empty: all on node 0).
+    std::vector<abi::RamRange> ram;
+    std::vector<uint32_t> vcpu_node;
+    uint32_t node_count = 1;
 };
 
 // Copies every segment's file bytes to its GPA and zeroes the rest of it.
@@ -39,7 +49,9 @@ Status write_boot_structures(const memory::GuestMemory& mem, const BootConfig& c
 //   GDT/IDT/TSS pages     supervisor RW, NX
 //   kernel stacks         supervisor RW, NX
 //   device window         user RW, NX (no memslot behind it: every access exits)
+//   RAM map ranges        user RW, NX, identity (ReadOnly ranges user R), 2 MiB pages where aligned
 // Page 0 and everything else stay unmapped.
-Expected<GuestPageTable> build_page_tables(TablePool& pool, const loader::Image& image, uint32_t vcpus);
+Expected<GuestPageTable> build_page_tables(TablePool& pool, const loader::Image& image, uint32_t vcpus,
+                                           std::span<const abi::RamRange> ram = {});
 
 }  // namespace pv::x86

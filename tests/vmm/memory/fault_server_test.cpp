@@ -392,7 +392,7 @@ TEST_P(FaultServerOom, RefusalStopsWithDefinedErrorAndNoHang) {
     auto fut = fatal.get_future();
     ASSERT_EQ(fut.wait_for(10s), std::future_status::ready);
     Error e = fut.get();
-    EXPECT_EQ(e.kind, ErrorKind::Resource);
+    EXPECT_EQ(e.kind, ErrorKind::GuestOutOfMemory);
     EXPECT_NE(e.message.find("guest out of memory on node 3 (range id 4"), std::string::npos) << e.message;
     EXPECT_TRUE(server->stopped());
     ASSERT_TRUE(server->fatal_error());

@@ -132,6 +132,8 @@ TEST(GuestMemory, HostSpanMatchesModel) {
     auto m = GuestMemory::create(4 * kGiB);
     ASSERT_TRUE(m.has_value());
     const uint64_t interesting[] = {0, layout::kLowRamLimit, layout::k4GiB, 5 * kGiB, UINT64_MAX};
+    const auto regions = m->regions();
+    ASSERT_EQ(regions.size(), 2u);
     for (int i = 0; i < 20000; ++i) {
         uint64_t base = interesting[rng() % 5];
         uint64_t gpa = (rng() % 2) ? base + (rng() % 8192) - 4096 : rng();
@@ -143,7 +145,7 @@ TEST(GuestMemory, HostSpanMatchesModel) {
         auto span = m->host_span(GuestPhysAddr(gpa), len);
         ASSERT_EQ(span.has_value(), expected) << "gpa=" << gpa << " len=" << len;
         if (expected) {
-            const auto& r = gpa < layout::kLowRamLimit ? m->regions()[0] : m->regions()[1];
+            const auto& r = gpa < layout::kLowRamLimit ? regions[0] : regions[1];
             EXPECT_EQ(span->data(), r.host + (gpa - r.gpa.start().value()));
             EXPECT_EQ(span->size(), len);
         }

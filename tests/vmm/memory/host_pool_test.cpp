@@ -182,7 +182,7 @@ TEST(NodeAccounting, BindExhaustionIsAnError) {
     EXPECT_EQ(r.error().kind, ChargeError::Kind::OutOfMemory);
     EXPECT_EQ(r.error().node, 0u);
     Error e = r.error().to_error();
-    EXPECT_EQ(e.kind, ErrorKind::Resource);
+    EXPECT_EQ(e.kind, ErrorKind::GuestOutOfMemory);
     EXPECT_EQ(e.message, "guest out of memory on node 0 (5 pages requested)");
     EXPECT_EQ(a.used_pages(0), 6u);
     EXPECT_EQ(a.charge(0, 4).value(), 0u);

@@ -135,7 +135,10 @@ TEST_F(BootTables, ImageSegmentsKeepTheLoadersPermissions) {
 }
 
 TEST_F(BootTables, BootStructuresAreWritten) {
-    BootConfig c{kVcpus, 42, "hello", {1, 2, 3, 4, 5, 6, 7, 8}};
+    BootConfig c{kVcpus, 42, "hello", {1, 2, 3, 4, 5, 6, 7, 8}, {}, {}, 2};
+    c.ram = {{layout::kFreeRamStart, 16ULL << 20, 0, abi::RamKind::Eager},
+             {layout::kFreeRamStart + (16ULL << 20), 16ULL << 20, 1, abi::RamKind::Demand}};
+    c.vcpu_node = {0, 1, 1};
     ASSERT_TRUE(write_boot_structures(*m_mem, c).has_value());
     auto info = m_mem->read<abi::BootInfo>(mm::GuestPhysAddr(layout::kBootInfoAddr));
     ASSERT_TRUE(info.has_value());
@@ -148,6 +151,16 @@ TEST_F(BootTables, BootStructuresAreWritten) {
     EXPECT_EQ(info->seed, 42u);
     EXPECT_STREQ(info->workload, "hello");
     EXPECT_EQ(info->params[7], 8u);
+    EXPECT_EQ(info->node_count, 2u);
+    ASSERT_EQ(info->ram_count, 2u);
+    EXPECT_EQ(info->ram[1].gpa, layout::kFreeRamStart + (16ULL << 20));
+    EXPECT_EQ(info->ram[1].size, 16ULL << 20);
+    EXPECT_EQ(info->ram[1].node, 1u);
+    EXPECT_EQ(info->ram[1].kind, abi::RamKind::Demand);
+    EXPECT_EQ(info->vcpu_node[2], 1u);
+    EXPECT_EQ(info->vcpu_node[3], 0u);
+    c.ram.resize(abi::kMaxRamRanges + 1, c.ram[0]);
+    EXPECT_EQ(write_boot_structures(*m_mem, c).error().kind, ErrorKind::Usage);
     auto gdt = guest_gdt(kVcpus);
     for (size_t i = 0; i < gdt.size(); ++i)
         EXPECT_EQ(*m_mem->read<uint64_t>(mm::GuestPhysAddr(layout::kGdtAddr + 8 * i)), gdt[i]);
@@ -156,10 +169,11 @@ TEST_F(BootTables, BootStructuresAreWritten) {
 }
 
 TEST_F(BootTables, BadBootConfigIsRejected) {
-    EXPECT_EQ(write_boot_structures(*m_mem, BootConfig{0, 0, "", {}}).error().kind, ErrorKind::Usage);
-    EXPECT_EQ(write_boot_structures(*m_mem, BootConfig{layout::kMaxVcpus + 1, 0, "", {}}).error().kind,
+    EXPECT_EQ(write_boot_structures(*m_mem, BootConfig{0, 0, "", {}, {}, {}, 1}).error().kind, ErrorKind::Usage);
+    EXPECT_EQ(write_boot_structures(*m_mem, BootConfig{layout::kMaxVcpus + 1, 0, "", {}, {}, {}, 1}).error().kind,
               ErrorKind::Usage);
-    EXPECT_EQ(write_boot_structures(*m_mem, BootConfig{1, 0, std::string(32, 'w'), {}}).error().kind, ErrorKind::Usage);
+    EXPECT_EQ(write_boot_structures(*m_mem, BootConfig{1, 0, std::string(32, 'w'), {}, {}, {}, 1}).error().kind,
+              ErrorKind::Usage);
 }
 
 TEST_F(BootTables, ImageIsCopiedAndBssZeroed) {

@@ -1,0 +1,116 @@
+#include "vmm/run/metrics.h"
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include "vmm/kvm/kvm.h"
+
+namespace pv::run {
+
+nlohmann::json latency_json(const memory::LatencyHistogram::Snapshot& s) {
+    nlohmann::json buckets = nlohmann::json::array();
+    for (unsigned b = 0; b < memory::LatencyHistogram::kBuckets; ++b) {
+        if (s.buckets[b] == 0) continue;
+        uint64_t le = b >= 63 ? UINT64_MAX : (uint64_t{1} << (b + 1)) - 1;
+        buckets.push_back({{"le", le}, {"count", s.buckets[b]}});
+    }
+    return {{"count", s.count},     {"mean_ns", s.mean_ns()}, {"p50_ns", s.p50_ns()},
+            {"p99_ns", s.p99_ns()}, {"max_ns", s.max_ns},     {"buckets", buckets}};
+}
+
+nlohmann::json memory_json(const MemoryReport& m) {
+    nlohmann::json nodes = nlohmann::json::array();
+    for (const auto& n : m.nodes)
+        nodes.push_back({{"node", n.node},
+                         {"used_pages", n.used_pages()},
+                         {"demand_pages", n.demand_pages},
+                         {"eager_resident_pages", n.eager_resident_pages},
+                         {"quota_pages", n.quota_pages},
+                         {"free_pages", n.free_pages},
+                         {"borrowed_pages", n.borrowed_pages},
+                         {"refused_charges", n.refused_charges}});
+    nlohmann::json areas = nlohmann::json::array();
+    for (const auto& a : m.areas)
+        areas.push_back({{"name", a.name},
+                         {"gpa", a.gpa},
+                         {"size", a.size},
+                         {"kind", a.kind},
+                         {"node", a.node},
+                         {"resident_pages", a.resident_pages}});
+    nlohmann::json j = {{"ram_bytes", m.ram_bytes}, {"nodes", nodes}, {"areas", areas}};
+    nlohmann::json latency = nlohmann::json::object();
+    if (m.demand) {
+        const FaultReport& f = *m.demand;
+        j["demand"] = {{"faults", f.faults},
+                       {"pages_installed", f.pages_installed},
+                       {"fault_around", f.fault_around},
+                       {"fault_around_window", f.fault_around_window},
+                       {"fault_around_pages", f.fault_around_pages},
+                       {"eexist_races", f.eexist_races},
+                       {"oom_refusals", f.oom_refusals},
+                       {"unaccounted_pages", f.unaccounted_pages},
+                       {"stalls", f.stalls},
+                       {"thread_cpus", f.thread_cpus}};
+        latency["demand"] = latency_json(f.latency);
+    }
+    // Per backend. Eager faults are resolved by the kernel: pagevisor does not see them one by one.
+    j["fault_latency_ns"] = latency;
+    return j;
+}
+
+nlohmann::json run_metrics(const RunConfig& config, const RunResult& r) {
+    using namespace std::chrono;
+    nlohmann::json vcpus = nlohmann::json::array();
+    for (size_t i = 0; i < r.vcpus.size(); ++i)
+        vcpus.push_back({{"vcpu", i},
+                         {"exits", r.vcpus[i].exits},
+                         {"hypercalls", r.vcpus[i].hypercalls},
+                         {"cpu", i < r.vcpu_cpus.size() ? r.vcpu_cpus[i] : -1}});
+    nlohmann::json guest = nlohmann::json::array();
+    for (const auto& e : r.reports) {
+        nlohmann::json v;
+        switch (e.field.type) {
+            case abi::FieldType::U64: v = e.field.u64; break;
+            case abi::FieldType::I64: v = e.field.i64; break;
+            case abi::FieldType::F64: v = e.field.f64; break;
+            default: v = nullptr;
+        }
+        guest.push_back({{"vcpu", e.vcpu}, {"key", e.field.key}, {"value", v}});
+    }
+    nlohmann::json vm = {{"workload", config.workload},
+                         {"seed", config.seed},
+                         {"vcpus", config.vcpus},
+                         {"memory_bytes", r.memory},
+                         {"kvm_flavour", std::string(kvm::flavour_name(r.flavour))},
+                         {"exit_status", r.exit_status},
+                         {"wall_ns", r.time_to_exit.count()},
+                         {"time_to_first_entry_ns", r.time_to_first_entry.count()}};
+    vm["guest_exit_code"] = r.guest_exit_code ? nlohmann::json(*r.guest_exit_code) : nlohmann::json(nullptr);
+    vm["error"] = r.error ? nlohmann::json(r.error->to_string()) : nlohmann::json(nullptr);
+    vm["time_to_first_hypercall_ns"] =
+        r.time_to_first_hypercall ? nlohmann::json(r.time_to_first_hypercall->count()) : nlohmann::json(nullptr);
+    return {{"utc_timestamp_ms", duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count()},
+            {"format_version", kMetricsFormatVersion},
+            {"source", "run"},
+            {"vm", vm},
+            {"vcpu", vcpus},
+            {"memory", memory_json(r.memory_report)},
+            {"guest", guest}};
+}
+
+Status append_metrics_line(const std::string& path, const nlohmann::json& line) {
+    const std::string text = line.dump() + "\n";
+    if (path == "-") {
+        std::cout << text << std::flush;
+        return {};
+    }
+    std::FILE* f = std::fopen(path.c_str(), "a");
+    if (f == nullptr) return errno_error(ErrorKind::Io, "cannot open metrics file '" + path + "'");
+    bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+    ok = std::fclose(f) == 0 && ok;
+    if (!ok) return errno_error(ErrorKind::Io, "cannot write metrics file '" + path + "'");
+    return {};
+}
+
+}  // namespace pv::run
