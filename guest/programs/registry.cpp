@@ -16,6 +16,8 @@ constexpr Program kPrograms[] = {
     {"ud", "executes ud2 (#UD)", run_ud},
     {"badptr", "hypercalls with wild pointers/lengths; exits 0 iff all are rejected as expected", run_badptr},
     {"hcbench", "params[0] Nop hypercalls (default 1000); params[1] != 0: on every vCPU", run_hcbench},
+    {"touch", "touches RAM: p0 node+1, p1 kinds, p2 bytes, p3 order, p4 stride, p5 flags, p6 passes", run_touch},
+    {"ramlist", "prints the RAM map (gpa, size, node, kind) and reports ram.count/bytes/nodes", run_ramlist},
 };
 
 constexpr mm::size_t kNameMax = sizeof(abi::BootInfo::workload);
