@@ -18,11 +18,15 @@ demo: build
 test:
 	@.ci/test-all
 
-# Every Google Benchmark program in Release; each compares against its own
-# baseline in the same run. BENCH_ARGS is passed to every program.
-BENCH_ARGS ?= --benchmark_min_time=0.1
-bench: build
-	@for b in $(BUILD_DIR)/bench/bench_*; do echo "=== $$b"; $$b $(BENCH_ARGS) || exit 1; done
+# Every benchmark, one command (docs/benchmarks.md): scripts/bench installs deps,
+# builds Release in build/bench, runs every bench_* program and writes Google
+# Benchmark JSON, summary.json (machine, ratios to baselines from the same run),
+# ratios.md and plots to bench-results/<UTC time>/ (bench-results/latest).
+# BENCH_ARGS goes to scripts/bench, e.g. BENCH_ARGS="--quick --check" or
+# BENCH_ARGS="--filter pair64 --repetitions 5".
+BENCH_ARGS ?=
+bench:
+	@scripts/bench $(BENCH_ARGS)
 
 format:
 	@git ls-files '*.h' '*.cpp' | xargs clang-format -i
