@@ -93,7 +93,9 @@ enum class RamKind : uint32_t {
 };
 
 // One guest-physical range the guest may use, identity-mapped (GVA == GPA)
-// user-accessible and NX in the boot page tables (read-only for ReadOnly).
+// user read-write and NX in the boot page tables; for ReadOnly ranges a write
+// passes the page tables and is refused at the guest-physical level
+// (KVM_MEM_READONLY): the VMM stops the guest with a read-only write error.
 // Ranges are sorted by gpa, disjoint, page aligned, and exclude everything
 // below layout::kFreeRamStart.
 struct RamRange {

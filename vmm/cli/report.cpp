@@ -41,6 +41,35 @@ void line(std::ostringstream& o, const char* label, const std::string& value) {
     o << buf << value << "\n";
 }
 
+std::string pages_text(uint64_t pages) {
+    return std::to_string(pages) + " (" + memory::format_size(pages * 4096) + ")";
+}
+
+void memory_lines(std::ostringstream& o, const run::MemoryReport& m) {
+    for (const auto& n : m.nodes) {
+        std::string v = "used " + pages_text(n.used_pages()) + ", demand " + std::to_string(n.demand_pages) +
+                        ", eager " + std::to_string(n.eager_resident_pages) + ", free " + std::to_string(n.free_pages);
+        if (n.quota_pages != 0) v += ", quota " + std::to_string(n.quota_pages);
+        if (n.borrowed_pages != 0) v += ", borrowed " + std::to_string(n.borrowed_pages);
+        if (n.refused_charges != 0) v += ", refused " + std::to_string(n.refused_charges);
+        line(o, ("node " + std::to_string(n.node) + " pages").c_str(), v);
+    }
+    if (!m.demand) return;
+    const auto& f = *m.demand;
+    line(o, "demand faults",
+         std::to_string(f.faults) + " (" + std::to_string(f.pages_installed) + " pages, " +
+             std::to_string(f.fault_around_pages) + " by fault-around " +
+             (f.fault_around ? "window " + std::to_string(f.fault_around_window) : "off") + ")");
+    if (f.latency.count != 0)
+        line(o, "demand fault latency",
+             "p50 " + format_duration(std::chrono::nanoseconds(f.latency.p50_ns())) + ", p99 " +
+                 format_duration(std::chrono::nanoseconds(f.latency.p99_ns())) + ", max " +
+                 format_duration(std::chrono::nanoseconds(f.latency.max_ns)));
+    if (f.oom_refusals != 0 || f.stalls != 0)
+        line(o, "demand failures",
+             std::to_string(f.oom_refusals) + " out-of-memory refusals, " + std::to_string(f.stalls) + " stalls");
+}
+
 }  // namespace
 
 std::string format_report(const run::RunConfig& config, const run::RunResult& r) {
@@ -48,7 +77,7 @@ std::string format_report(const run::RunConfig& config, const run::RunResult& r)
     o << "pagevisor report\n";
     line(o, "workload", config.workload);
     line(o, "vCPUs", std::to_string(config.vcpus));
-    line(o, "memory", memory::format_size(config.memory));
+    line(o, "memory", memory::format_size(r.memory != 0 ? r.memory : config.memory));
     line(o, "KVM flavour", std::string(kvm::flavour_name(r.flavour)));
     std::string status = std::to_string(r.exit_status);
     if (r.guest_exit_code)
@@ -62,6 +91,7 @@ std::string format_report(const run::RunConfig& config, const run::RunResult& r)
     line(o, "time to first hypercall",
          r.time_to_first_hypercall ? format_duration(*r.time_to_first_hypercall) : "none");
     line(o, "hypercalls", std::to_string(r.total_hypercalls()) + " (" + std::to_string(r.total_exits()) + " exits)");
+    memory_lines(o, r.memory_report);
     if (!r.reports.empty()) o << "  guest report:\n";
     for (const auto& e : r.reports) {
         char buf[64];

@@ -102,7 +102,9 @@ Expected<GuestPageTable> build_page_tables(TablePool& pool, const loader::Image&
     for (const auto& r : ram) {
         if (r.gpa < layout::kFreeRamStart)
             return make_error(ErrorKind::Internal, "RAM map range below the fixed structures");
-        PV_TRY(map(pt, r.gpa, r.size, r.kind == abi::RamKind::ReadOnly ? Perm::Read | Perm::User : user_rw, "RAM"));
+        // ReadOnly ranges too are mapped writable: the guest-physical level
+        // (KVM_MEM_READONLY) is what refuses a write, and the VMM reports it.
+        PV_TRY(map(pt, r.gpa, r.size, user_rw, "RAM"));
     }
     return pt;
 }

@@ -49,7 +49,7 @@ Status write_boot_structures(const memory::GuestMemory& mem, const BootConfig& c
 //   GDT/IDT/TSS pages     supervisor RW, NX
 //   kernel stacks         supervisor RW, NX
 //   device window         user RW, NX (no memslot behind it: every access exits)
-//   RAM map ranges        user RW, NX, identity (ReadOnly ranges user R), 2 MiB pages where aligned
+//   RAM map ranges        user RW, NX, identity (ReadOnly too: KVM refuses the write), 2 MiB pages
 // Page 0 and everything else stay unmapped.
 Expected<GuestPageTable> build_page_tables(TablePool& pool, const loader::Image& image, uint32_t vcpus,
                                            std::span<const abi::RamRange> ram = {});

@@ -1,8 +1,10 @@
 // The real `pagevisor` binary: help, usage errors, exit statuses, one-line errors.
 #include <gtest/gtest.h>
+
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdlib>
 #include <fstream>
@@ -62,8 +64,9 @@ TEST(Cli, TopLevelHelpListsTheCommands) {
 TEST(Cli, RunHelpDocumentsEveryOption) {
     Outcome o = pagevisor("run --help");
     EXPECT_EQ(o.status, 0);
-    for (const char* opt :
-         {"--guest", "--workload", "--param", "--seed", "--memory", "--vcpus", "--timeout", "--quiet"})
+    for (const char* opt : {"--guest", "--workload", "--param", "--seed", "--memory", "--vcpus", "--timeout", "--quiet",
+                            "--memory-zone", "--numa", "--fault-around", "--config", "--rom", "--vcpu-cpus",
+                            "--fault-cpus", "--fault-threads", "--fault-wait", "--fault-watchdog", "--metrics"})
         EXPECT_NE(o.out.find(opt), std::string::npos) << opt;
     EXPECT_NE(o.out.find("256M"), std::string::npos) << "default memory";
     EXPECT_NE(o.out.find("hello"), std::string::npos) << "default workload";
@@ -97,6 +100,97 @@ TEST(Cli, BadValuesAreUsageErrors) {
         EXPECT_EQ(lines(o.err), 1u) << args << ": " << o.err;
         EXPECT_EQ(o.err.rfind("pagevisor: error: ", 0), 0u) << o.err;
     }
+}
+
+TEST(Cli, BadMemoryOptionsAreOneLineUsageErrors) {
+    const std::string rom = testing::TempDir() + "pv_cli_rom." + std::to_string(::getpid());
+    { std::ofstream(rom) << "rom"; }
+    const std::string json = testing::TempDir() + "pv_cli_cfg." + std::to_string(::getpid()) + ".json";
+    { std::ofstream(json) << R"({"memory": {"zones": [{"id": "m0", "size": "64M"}]}})"; }
+    const std::string cases[] = {
+        "run --memory-zone id=a",                                       // no size
+        "run --memory-zone id=a,size=64M,backend=lazy",                 // unknown backend
+        "run --memory-zone id=a,size=64M --memory-zone id=a,size=64M",  // duplicate id
+        "run --numa guest_numa_id=x",                                   // not a number
+        "run --fault-around pages=3",                                   // not a power of two
+        "run --memory 64M --memory-zone id=a,size=128M",                // disagrees with the zones
+        "run --memory-zone id=a,size=16M",                              // below 48M in total
+        "run --vcpu-cpus x",                                            // bad CPU list
+        "run --rom '" + rom + "@0x123'",                                // unaligned GPA
+        "run --rom '" + rom + "@0x1000'",                               // overlaps RAM
+        "run --config '" + json + "' --memory-zone id=b,size=64M",      // both
+        "run --fault-threads 0",
+        "run --fault-wait sometimes",
+    };
+    for (const auto& args : cases) {
+        Outcome o = pagevisor(args);
+        EXPECT_EQ(o.status, 2) << args << ": " << o.err;
+        EXPECT_EQ(lines(o.err), 1u) << args << ": " << o.err;
+        EXPECT_EQ(o.err.rfind("pagevisor: error: ", 0), 0u) << o.err;
+    }
+    Outcome o = pagevisor("run --config /nonexistent/pv.json");
+    EXPECT_EQ(o.status, 8) << o.err;
+    EXPECT_EQ(lines(o.err), 1u) << o.err;
+    std::remove(rom.c_str());
+    std::remove(json.c_str());
+}
+
+TEST(Cli, ConfigFileEqualsTheFlags) {
+    PV_REQUIRE_KVM();
+    const std::string json = testing::TempDir() + "pv_cli_cfg2." + std::to_string(::getpid()) + ".json";
+    {
+        std::ofstream(json) << R"({"memory": {"zones": [{"id": "m0", "size": "64M"},
+            {"id": "d0", "size": "32M", "backend": "demand"}], "fault_around": {"enabled": false}}})";
+    }
+    Outcome a = pagevisor("run --workload ramlist --config '" + json + "'");
+    Outcome b =
+        pagevisor("run --workload ramlist --memory-zone id=m0,size=64M --memory-zone id=d0,size=32M,backend=demand");
+    std::remove(json.c_str());
+    EXPECT_EQ(a.status, 0) << a.err;
+    EXPECT_EQ(b.status, 0) << b.err;
+    auto ranges = [](const std::string& out) { return out.substr(0, out.find("pagevisor report")); };
+    EXPECT_EQ(ranges(a.out), ranges(b.out));
+    EXPECT_NE(a.out.find("demand"), std::string::npos) << a.out;
+    // The RAM map starts above the 32M of fixed structures: 96M - 32M.
+    EXPECT_NE(a.out.find("ram.bytes                67108864"), std::string::npos) << a.out;
+}
+
+TEST(Cli, MetricsLineDescribesTheRun) {
+    PV_REQUIRE_KVM();
+    const std::string path = testing::TempDir() + "pv_cli_metrics." + std::to_string(::getpid()) + ".jsonl";
+    std::remove(path.c_str());
+    // touch: demand ranges only, 4 MiB, sequential, skip the zero check.
+    Outcome o = pagevisor(
+        "run -q --workload touch --memory-zone id=m0,size=48M --memory-zone id=d0,size=64M,backend=demand "
+        "--fault-around off --param 0 --param 2 --param 0x400000 --param 0 --param 0 --param 1 "
+        "--metrics '" +
+        path + "'");
+    ASSERT_EQ(o.status, 0) << o.err;
+    std::string text = slurp(path);
+    std::remove(path.c_str());
+    ASSERT_EQ(lines(text), 1u) << text;
+    auto j = nlohmann::json::parse(text);
+    EXPECT_EQ(j["format_version"], 1);
+    EXPECT_GT(j["utc_timestamp_ms"].get<int64_t>(), 0);
+    EXPECT_EQ(j["vm"]["workload"], "touch");
+    EXPECT_EQ(j["vm"]["exit_status"], 0);
+    EXPECT_EQ(j["memory"]["demand"]["faults"], 1024);
+    EXPECT_EQ(j["memory"]["nodes"][0]["demand_pages"], 1024);
+    EXPECT_EQ(j["memory"]["fault_latency_ns"]["demand"]["count"], 1024);
+    bool pages = false;
+    for (const auto& g : j["guest"])
+        if (g["key"] == "touch.pages") pages = g["value"] == 1024;
+    EXPECT_TRUE(pages) << j["guest"].dump();
+}
+
+TEST(Cli, GuestOutOfMemoryIsStatus9) {
+    PV_REQUIRE_KVM();
+    Outcome o = pagevisor(
+        "run -q --workload touch --memory-zone id=m0,size=48M "
+        "--memory-zone id=d0,size=64M,backend=demand,quota=2M --param 0 --param 2");
+    EXPECT_EQ(o.status, 9) << o.err;
+    EXPECT_EQ(lines(o.err), 1u) << o.err;
+    EXPECT_NE(o.err.find("guest out of memory on node 0"), std::string::npos) << o.err;
 }
 
 TEST(Cli, MissingGuestFileIsAClearError) {
