@@ -1,5 +1,6 @@
 #include "vmm/cli/cli.h"
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -41,6 +42,7 @@ struct RunOptions {
     std::string fault_wait = "poll";
     double fault_watchdog = 2.0;
     std::string metrics;
+    std::string fault_trace;
     bool memory_given = false;
 };
 
@@ -48,8 +50,7 @@ void add_run_options(CLI::App& run, RunOptions& o) {
     run.add_option("--guest", o.guest,
                    "Guest ELF image (default: $PAGEVISOR_GUEST, else <exe dir>/../guest/pvguest.elf)");
     run.add_option("--workload", o.workload,
-                   "Guest program to run (hello, exit, loop, bad-mmio, null, ud, badptr, "
-                   "hcbench)")
+                   "Guest program to run ('--workload help' lists them: hello, touch, ramlist, hcbench, ...)")
         ->capture_default_str();
     run.add_option("--param", o.params,
                    "Workload parameter (repeatable, up to 8; decimal, 0x hex or negative), e.g. --param 7 --param 1");
@@ -88,6 +89,8 @@ void add_run_options(CLI::App& run, RunOptions& o) {
         ->capture_default_str();
     run.add_option("--metrics", o.metrics,
                    "Append the run's metrics as one JSON line to PATH ('-': standard output; docs/metrics.md)");
+    run.add_option("--fault-trace", o.fault_trace,
+                   "Write one JSON line per demand fault (time, GPA, vCPU, area, latency) to PATH (docs/metrics.md)");
 }
 
 Expected<std::vector<int>> parse_cpu_list(const std::string& flag, const std::string& text) {
@@ -95,7 +98,15 @@ Expected<std::vector<int>> parse_cpu_list(const std::string& flag, const std::st
     if (text.empty()) return cpus;
     auto set = memory::HostNodeSet::parse(text);  // the same "0,2-3" list syntax
     if (!set) return make_error(ErrorKind::Usage, flag + ": invalid CPU list '" + text + "' (expected e.g. 0,2-3)");
-    for (uint32_t id : set->ids()) cpus.push_back(static_cast<int>(id));
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    const bool known = sched_getaffinity(0, sizeof allowed, &allowed) == 0;
+    for (uint32_t id : set->ids()) {
+        if (known && (id >= CPU_SETSIZE || !CPU_ISSET(id, &allowed)))
+            return make_error(ErrorKind::Usage, flag + ": CPU " + std::to_string(id) +
+                                                    " is not available to this process (see nproc / taskset)");
+        cpus.push_back(static_cast<int>(id));
+    }
     if (cpus.empty()) return make_error(ErrorKind::Usage, flag + ": empty CPU list");
     return cpus;
 }
@@ -169,6 +180,7 @@ Status memory_options(const RunOptions& o, run::RunConfig& c) {
     PV_TRY_ASSIGN(c.vcpu_cpus, parse_cpu_list("--vcpu-cpus", o.vcpu_cpus));
     PV_TRY_ASSIGN(c.fault_cpus, parse_cpu_list("--fault-cpus", o.fault_cpus));
     c.fault_threads = o.fault_threads;
+    c.fault_trace_path = o.fault_trace;
     c.fault_busy_poll = o.fault_wait == "busy";
     c.fault_watchdog = std::chrono::milliseconds(std::llround(o.fault_watchdog * 1000.0));
     return {};

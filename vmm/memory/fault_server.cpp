@@ -54,8 +54,14 @@ Expected<int> open_device(int flags) {
 Status handshake(int fd) {
     uffdio_api api{};
     api.api = UFFD_API;
-    api.features = 0;
-    if (::ioctl(fd, UFFDIO_API, &api) != 0) return errno_error(ErrorKind::Resource, "userfaultfd: UFFDIO_API");
+    // The faulting thread's id is only needed for tracing; a kernel without the
+    // feature still serves faults (records then carry tid 0).
+    api.features = UFFD_FEATURE_THREAD_ID;
+    if (::ioctl(fd, UFFDIO_API, &api) != 0) {
+        api = uffdio_api{};
+        api.api = UFFD_API;
+        if (::ioctl(fd, UFFDIO_API, &api) != 0) return errno_error(ErrorKind::Resource, "userfaultfd: UFFDIO_API");
+    }
     constexpr uint64_t kNeeded = (1ULL << _UFFDIO_REGISTER) | (1ULL << _UFFDIO_UNREGISTER);
     if ((api.ioctls & kNeeded) != kNeeded)
         return make_error(ErrorKind::Resource, "userfaultfd: kernel lacks UFFDIO_REGISTER/UNREGISTER");
@@ -247,7 +253,8 @@ void FaultServer::worker_loop(Worker& w) {
         uint64_t read_ns = now_ns();
         for (size_t i = 0; n > 0 && i < static_cast<size_t>(n) / sizeof(uffd_msg); ++i) {
             if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;  // no other events are enabled
-            handle_fault(w, msgs[i].arg.pagefault.address, read_ns);
+            const auto& pf = msgs[i].arg.pagefault;
+            handle_fault(w, pf.address, read_ns, pf.feat.ptid, (pf.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0);
         }
         m_active.fetch_sub(1, std::memory_order_release);
     }

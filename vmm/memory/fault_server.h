@@ -85,6 +85,17 @@ struct FrameCharger {
     std::function<void(uint32_t node, uint64_t pages)> uncharge;  // may be empty
 };
 
+// One resolved fault, for tracing (Options::on_fault).
+struct FaultRecord {
+    uint64_t time_ns = 0;     // CLOCK_MONOTONIC when the event was read
+    uint64_t address = 0;     // faulting host virtual address
+    uint32_t range_id = 0;    // RangeInfo::id of its range (0 for a stale event)
+    uint32_t node = 0;        // RangeInfo::node
+    uint32_t tid = 0;         // faulting thread (0 if the kernel does not report it)
+    bool write = false;       // a write fault
+    uint64_t latency_ns = 0;  // event read -> resolved
+};
+
 struct RangeInfo {
     uint32_t id = 0;               // caller's tag (area / backend id), reported in stats and errors
     uint32_t node = 0;             // guest NUMA node charged, < FaultServer::kMaxNodes
@@ -117,6 +128,9 @@ public:
         FrameCharger charger;                              // empty charge: everything allowed
         std::function<void(const Error&)> on_fatal;        // OOM, PageSource or ioctl failure (once)
         std::function<void(const Error&)> on_stall;        // watchdog report (once per stuck fault)
+        // Called after every resolved fault on the server thread (tracing); may be empty.
+        // It must be quick and must not touch registered memory.
+        std::function<void(const FaultRecord&)> on_fault;
     };
 
     struct RangeStats {
@@ -187,7 +201,7 @@ private:
     [[nodiscard]] Range* find_locked(uint64_t address) const;
     [[nodiscard]] bool wait_for_event() const;
     void worker_loop(Worker& w);
-    void handle_fault(Worker& w, uint64_t address, uint64_t read_ns);
+    void handle_fault(Worker& w, uint64_t address, uint64_t read_ns, uint32_t tid, bool write);
     void resolve_locked(Worker& w, Range& r, uint64_t page);
     void resolve_stopped(Worker& w, Range& r, uint64_t page);
     int64_t install_window(Range& r, Window& win, const std::byte* src);

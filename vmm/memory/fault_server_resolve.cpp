@@ -12,13 +12,16 @@
 
 namespace pv::memory {
 
-void FaultServer::handle_fault(Worker& w, uint64_t address, uint64_t read_ns) {
+void FaultServer::handle_fault(Worker& w, uint64_t address, uint64_t read_ns, uint32_t tid, bool write) {
     m_faults.fetch_add(1, std::memory_order_relaxed);
     w.busy_address.store(address, std::memory_order_relaxed);
     w.busy_since_ns.store(read_ns, std::memory_order_release);
+    FaultRecord record{read_ns, address, 0, 0, tid, write, 0};
     {
         std::shared_lock lock(m_ranges_lock);
         if (Range* r = find_locked(address)) {
+            record.range_id = r->info.id;
+            record.node = r->info.node;
             resolve_locked(w, *r, (address - r->start) / kFaultPageSize);
         } else {
             // Unregistered after the event was queued: the thread was woken by
@@ -27,8 +30,10 @@ void FaultServer::handle_fault(Worker& w, uint64_t address, uint64_t read_ns) {
             wake(address & ~(kFaultPageSize - 1));
         }
     }
-    m_latency.record(now_ns() - read_ns);
+    record.latency_ns = now_ns() - read_ns;
+    m_latency.record(record.latency_ns);
     w.busy_since_ns.store(0, std::memory_order_release);
+    if (m_options.on_fault) m_options.on_fault(record);
     // Outside the range lock, so the callback may unregister ranges; before the
     // wake, so the VMM marks its guest stopped before the faulting thread runs on.
     if (w.fatal_pending) {

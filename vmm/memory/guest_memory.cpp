@@ -437,7 +437,7 @@ uint64_t GuestMemory::size() const {
     std::shared_lock guard(m_state->lock);
     uint64_t n = 0;
     for (const auto& a : *m_state->set)
-        if (a.backend().kind != AreaKind::Hole) n += a.size();
+        if (a.backend().kind != AreaKind::Hole && a.backend().kind != AreaKind::ReadOnly) n += a.size();
     return n;
 }
 

@@ -124,9 +124,9 @@ public:
     // Realises every area as a memslot of `vm`; later changes update it. Once.
     [[nodiscard]] Status register_with(const kvm::Vm& vm) const;
 
-    // Bytes of RAM (every area but holes).
+    // Bytes of writable RAM (every area but holes and read-only areas).
     [[nodiscard]] uint64_t size() const;
-    // End of the RAM that starts at GPA 0 and continues without a gap below 4 GiB.
+    // End of the writable RAM that starts at GPA 0 and continues without a gap below 4 GiB.
     [[nodiscard]] uint64_t low_end() const;
     // The RAM areas' pieces, in GPA order.
     [[nodiscard]] std::vector<Region> regions() const;

@@ -61,12 +61,53 @@ Expected<std::unique_ptr<MemorySystem>> MemorySystem::create(const RunConfig& co
     PV_TRY_ASSIGN(memory::GuestMemory mem, memory::GuestMemory::create_empty(hooks));
     s->m_mem.emplace(std::move(mem));
     PV_TRY(s->build_areas(config));
+    for (const auto& a : s->m_mem->areas()) {
+        if (a.id >= s->m_area_bases.size()) s->m_area_bases.resize(a.id + 1);
+        s->m_area_bases[a.id] = {a.gpa.start().value(), mm::host_addr(a.host).value(), a.name};
+    }
+    if (!config.fault_trace_path.empty()) PV_TRY(s->open_trace(config.fault_trace_path));
     return s;
 }
 
 MemorySystem::~MemorySystem() {
     m_mem.reset();  // unregisters from the server and uncharges before they go
     m_server.reset();
+    if (m_trace != nullptr) std::fclose(m_trace);
+}
+
+Status MemorySystem::open_trace(const std::string& path) {
+    if (!m_server) return {};  // no demand area: nothing to trace
+    m_trace = std::fopen(path.c_str(), "w");
+    if (m_trace == nullptr) return errno_error(ErrorKind::Io, "cannot open fault trace file '" + path + "'");
+    std::setvbuf(m_trace, nullptr, _IOFBF, 1 << 20);
+    return {};
+}
+
+void MemorySystem::set_vcpu_thread(uint32_t vcpu, uint32_t tid) {
+    if (vcpu < m_vcpu_tids.size()) m_vcpu_tids[vcpu].store(tid, std::memory_order_relaxed);
+}
+
+// {"t_ns":..,"gpa":..,"hva":..,"vcpu":..,"area":"..","backend":"demand","node":..,"write":..,"latency_ns":..}
+void MemorySystem::trace(const memory::FaultRecord& r) {
+    int vcpu = -1;
+    for (size_t i = 0; i < m_vcpu_tids.size(); ++i)
+        if (r.tid != 0 && m_vcpu_tids[i].load(std::memory_order_relaxed) == r.tid) vcpu = static_cast<int>(i);
+    uint64_t gpa = 0;
+    const char* area = "";
+    if (r.range_id < m_area_bases.size() && m_area_bases[r.range_id].host != 0) {
+        const auto& b = m_area_bases[r.range_id];
+        gpa = b.gpa + ((r.address & ~(layout::kPage - 1)) - b.host);
+        area = b.name.c_str();
+    }
+    std::lock_guard guard(m_trace_lock);
+    if (m_trace == nullptr) return;
+    std::fprintf(
+        m_trace,
+        "{\"t_ns\":%llu,\"gpa\":%llu,\"hva\":%llu,\"vcpu\":%d,\"tid\":%u,\"area\":\"%s\",\"backend\":\"demand\","
+        "\"node\":%u,\"write\":%s,\"latency_ns\":%llu}\n",
+        static_cast<unsigned long long>(r.time_ns), static_cast<unsigned long long>(gpa),
+        static_cast<unsigned long long>(r.address), vcpu, r.tid, area, r.node, r.write ? "true" : "false",
+        static_cast<unsigned long long>(r.latency_ns));
 }
 
 Status MemorySystem::build_accounting() {
@@ -96,6 +137,7 @@ Status MemorySystem::build_fault_server(const RunConfig& config) {
     o.charger.uncharge = [acct](uint32_t node, uint64_t pages) { (void)acct->uncharge(node, pages); };
     o.on_fatal = [this](const Error& e) { fire(true, e); };
     o.on_stall = [this](const Error& e) { fire(false, e); };
+    if (!config.fault_trace_path.empty()) o.on_fault = [this](const memory::FaultRecord& r) { trace(r); };
     PV_TRY_ASSIGN(m_server, memory::FaultServer::create(std::move(o)));
     return {};
 }

@@ -16,6 +16,9 @@
 // server, then the accounting (members are declared in the reverse order).
 #pragma once
 
+#include <array>
+#include <atomic>
+#include <cstdio>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -46,6 +49,8 @@ public:
     ~MemorySystem();
 
     void set_hooks(MemoryHooks hooks);
+    // Records that vCPU `vcpu` runs on thread `tid` (for the fault trace).
+    void set_vcpu_thread(uint32_t vcpu, uint32_t tid);
 
     [[nodiscard]] memory::GuestMemory& mem() { return *m_mem; }
     [[nodiscard]] const memory::GuestMemory& mem() const { return *m_mem; }
@@ -66,11 +71,23 @@ private:
     Status build_fault_server(const RunConfig& config);
     Status build_areas(const RunConfig& config);
     void fire(bool fatal, const Error& e);
+    Status open_trace(const std::string& path);
+    void trace(const memory::FaultRecord& r);
 
     memory::MemoryConfig m_config;
     std::unique_ptr<memory::NodeAccounting> m_accounting;
     std::unique_ptr<memory::FaultServer> m_server;
     std::optional<memory::GuestMemory> m_mem;
+
+    struct AreaBase {
+        uint64_t gpa = 0;
+        uint64_t host = 0;
+        std::string name;
+    };
+    std::vector<AreaBase> m_area_bases;                   // by area id; fixed once the areas are built
+    std::array<std::atomic<uint32_t>, 32> m_vcpu_tids{};  // layout::kMaxVcpus
+    std::mutex m_trace_lock;
+    std::FILE* m_trace = nullptr;  // guarded by m_trace_lock
 
     std::mutex m_hooks_lock;
     MemoryHooks m_hooks;                 // guarded by m_hooks_lock

@@ -8,8 +8,8 @@
 
 namespace pv::run {
 
-nlohmann::json latency_json(const memory::LatencyHistogram::Snapshot& s) {
-    nlohmann::json buckets = nlohmann::json::array();
+nlohmann::ordered_json latency_json(const memory::LatencyHistogram::Snapshot& s) {
+    nlohmann::ordered_json buckets = nlohmann::ordered_json::array();
     for (unsigned b = 0; b < memory::LatencyHistogram::kBuckets; ++b) {
         if (s.buckets[b] == 0) continue;
         uint64_t le = b >= 63 ? UINT64_MAX : (uint64_t{1} << (b + 1)) - 1;
@@ -19,8 +19,8 @@ nlohmann::json latency_json(const memory::LatencyHistogram::Snapshot& s) {
             {"p99_ns", s.p99_ns()}, {"max_ns", s.max_ns},     {"buckets", buckets}};
 }
 
-nlohmann::json memory_json(const MemoryReport& m) {
-    nlohmann::json nodes = nlohmann::json::array();
+nlohmann::ordered_json memory_json(const MemoryReport& m) {
+    nlohmann::ordered_json nodes = nlohmann::ordered_json::array();
     for (const auto& n : m.nodes)
         nodes.push_back({{"node", n.node},
                          {"used_pages", n.used_pages()},
@@ -30,7 +30,7 @@ nlohmann::json memory_json(const MemoryReport& m) {
                          {"free_pages", n.free_pages},
                          {"borrowed_pages", n.borrowed_pages},
                          {"refused_charges", n.refused_charges}});
-    nlohmann::json areas = nlohmann::json::array();
+    nlohmann::ordered_json areas = nlohmann::ordered_json::array();
     for (const auto& a : m.areas)
         areas.push_back({{"name", a.name},
                          {"gpa", a.gpa},
@@ -38,8 +38,8 @@ nlohmann::json memory_json(const MemoryReport& m) {
                          {"kind", a.kind},
                          {"node", a.node},
                          {"resident_pages", a.resident_pages}});
-    nlohmann::json j = {{"ram_bytes", m.ram_bytes}, {"nodes", nodes}, {"areas", areas}};
-    nlohmann::json latency = nlohmann::json::object();
+    nlohmann::ordered_json j = {{"ram_bytes", m.ram_bytes}, {"nodes", nodes}, {"areas", areas}};
+    nlohmann::ordered_json latency = nlohmann::ordered_json::object();
     if (m.demand) {
         const FaultReport& f = *m.demand;
         j["demand"] = {{"faults", f.faults},
@@ -59,17 +59,17 @@ nlohmann::json memory_json(const MemoryReport& m) {
     return j;
 }
 
-nlohmann::json run_metrics(const RunConfig& config, const RunResult& r) {
+nlohmann::ordered_json run_metrics(const RunConfig& config, const RunResult& r) {
     using namespace std::chrono;
-    nlohmann::json vcpus = nlohmann::json::array();
+    nlohmann::ordered_json vcpus = nlohmann::ordered_json::array();
     for (size_t i = 0; i < r.vcpus.size(); ++i)
         vcpus.push_back({{"vcpu", i},
                          {"exits", r.vcpus[i].exits},
                          {"hypercalls", r.vcpus[i].hypercalls},
                          {"cpu", i < r.vcpu_cpus.size() ? r.vcpu_cpus[i] : -1}});
-    nlohmann::json guest = nlohmann::json::array();
+    nlohmann::ordered_json guest = nlohmann::ordered_json::array();
     for (const auto& e : r.reports) {
-        nlohmann::json v;
+        nlohmann::ordered_json v;
         switch (e.field.type) {
             case abi::FieldType::U64: v = e.field.u64; break;
             case abi::FieldType::I64: v = e.field.i64; break;
@@ -78,18 +78,20 @@ nlohmann::json run_metrics(const RunConfig& config, const RunResult& r) {
         }
         guest.push_back({{"vcpu", e.vcpu}, {"key", e.field.key}, {"value", v}});
     }
-    nlohmann::json vm = {{"workload", config.workload},
-                         {"seed", config.seed},
-                         {"vcpus", config.vcpus},
-                         {"memory_bytes", r.memory},
-                         {"kvm_flavour", std::string(kvm::flavour_name(r.flavour))},
-                         {"exit_status", r.exit_status},
-                         {"wall_ns", r.time_to_exit.count()},
-                         {"time_to_first_entry_ns", r.time_to_first_entry.count()}};
-    vm["guest_exit_code"] = r.guest_exit_code ? nlohmann::json(*r.guest_exit_code) : nlohmann::json(nullptr);
-    vm["error"] = r.error ? nlohmann::json(r.error->to_string()) : nlohmann::json(nullptr);
-    vm["time_to_first_hypercall_ns"] =
-        r.time_to_first_hypercall ? nlohmann::json(r.time_to_first_hypercall->count()) : nlohmann::json(nullptr);
+    nlohmann::ordered_json vm = {{"workload", config.workload},
+                                 {"seed", config.seed},
+                                 {"vcpus", config.vcpus},
+                                 {"memory_bytes", r.memory},
+                                 {"kvm_flavour", std::string(kvm::flavour_name(r.flavour))},
+                                 {"exit_status", r.exit_status},
+                                 {"wall_ns", r.time_to_exit.count()},
+                                 {"time_to_first_entry_ns", r.time_to_first_entry.count()}};
+    vm["guest_exit_code"] =
+        r.guest_exit_code ? nlohmann::ordered_json(*r.guest_exit_code) : nlohmann::ordered_json(nullptr);
+    vm["error"] = r.error ? nlohmann::ordered_json(r.error->to_string()) : nlohmann::ordered_json(nullptr);
+    vm["time_to_first_hypercall_ns"] = r.time_to_first_hypercall
+                                           ? nlohmann::ordered_json(r.time_to_first_hypercall->count())
+                                           : nlohmann::ordered_json(nullptr);
     return {{"utc_timestamp_ms", duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count()},
             {"format_version", kMetricsFormatVersion},
             {"source", "run"},
@@ -99,7 +101,7 @@ nlohmann::json run_metrics(const RunConfig& config, const RunResult& r) {
             {"guest", guest}};
 }
 
-Status append_metrics_line(const std::string& path, const nlohmann::json& line) {
+Status append_metrics_line(const std::string& path, const nlohmann::ordered_json& line) {
     const std::string text = line.dump() + "\n";
     if (path == "-") {
         std::cout << text << std::flush;

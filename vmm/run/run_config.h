@@ -50,6 +50,8 @@ struct RunConfig {
     unsigned fault_threads = 1;                      // userfaultfd server threads (1..16)
     bool fault_busy_poll = false;                    // server threads spin on read() instead of poll()
     std::chrono::milliseconds fault_watchdog{2000};  // a fault resolution slower than this stops the guest
+    // Per-fault trace: one JSON line per demand fault (docs/metrics.md); empty: none.
+    std::string fault_trace_path;
     std::chrono::milliseconds timeout{30'000};
     // Called with each complete console line (prefixed "[vcpu i] " when vcpus > 1),
     // from vCPU threads, one call at a time. May be empty.

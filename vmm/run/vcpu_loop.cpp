@@ -1,6 +1,7 @@
 // The vCPU threads: KVM_RUN, exit handling (one helper per exit kind), stop and kick.
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <mutex>
@@ -88,6 +89,7 @@ void Machine::pin_vcpu_thread(uint32_t i) {
 void Machine::vcpu_loop(uint32_t i) {
     kvm::Vcpu& vcpu = m_vcpus[i];
     pin_vcpu_thread(i);
+    m_memsys->set_vcpu_thread(i, static_cast<uint32_t>(::gettid()));
     m_per_vcpu[i].thread = pthread_self();
     m_per_vcpu[i].started.store(true, std::memory_order_release);
     if (i == 0)

@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "tests/support/kvm.h"
@@ -181,6 +182,37 @@ TEST(Cli, MetricsLineDescribesTheRun) {
     for (const auto& g : j["guest"])
         if (g["key"] == "touch.pages") pages = g["value"] == 1024;
     EXPECT_TRUE(pages) << j["guest"].dump();
+}
+
+TEST(Cli, FaultTraceHasOneRecordPerFault) {
+    PV_REQUIRE_KVM();
+    const std::string path = testing::TempDir() + "pv_cli_trace." + std::to_string(::getpid()) + ".jsonl";
+    // 256 demand pages on 2 vCPUs, fault-around off: one fault each.
+    Outcome o = pagevisor(
+        "run -q --workload touch --vcpus 2 --memory-zone id=m0,size=48M "
+        "--memory-zone id=d0,size=64M,backend=demand --fault-around off --param 0 --param 2 "
+        "--param 0x100000 --param 0 --param 0 --param 1 --fault-trace '" +
+        path + "'");
+    ASSERT_EQ(o.status, 0) << o.err;
+    std::ifstream in(path);
+    std::string line;
+    std::set<uint64_t> gpas;
+    std::set<int> vcpus;
+    while (std::getline(in, line)) {
+        auto j = nlohmann::json::parse(line);
+        const uint64_t gpa = j["gpa"];
+        EXPECT_GE(gpa, 48u << 20);
+        EXPECT_LT(gpa, (48u << 20) + (1u << 20));
+        EXPECT_EQ(gpa % 4096, 0u);
+        EXPECT_EQ(j["area"], "d0");
+        EXPECT_EQ(j["backend"], "demand");
+        EXPECT_GT(j["latency_ns"].get<uint64_t>(), 0u);
+        gpas.insert(gpa);
+        vcpus.insert(j["vcpu"].get<int>());
+    }
+    std::remove(path.c_str());
+    EXPECT_EQ(gpas.size(), 256u);  // every touched page, once
+    EXPECT_EQ(vcpus, (std::set<int>{0, 1}));
 }
 
 TEST(Cli, GuestOutOfMemoryIsStatus9) {
