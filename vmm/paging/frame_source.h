@@ -1,0 +1,75 @@
+// Where the guest-virtual layer gets guest-physical frames (data pages and page
+// tables): any FrameSource (the per-node frame allocator of mm/frames.h, or a
+// test fake), type-erased once into a FrameProvider so the address space is not
+// a template.
+//
+// FrameSource contract (the shape of mm/frames.h's allocator):
+//   alloc(cpu, node)                 one 4 KiB frame, from `node` (or its fallback);
+//                                    the grant says which node it came from
+//   alloc_contiguous(node, n, align) n frames, frame number aligned to `align` frames
+//   free(cpu, frame) / free_contiguous(frame, n)
+// Errors: NoMemory when exhausted; anything else is passed through. Frames need
+// not be zeroed: the address space zeroes every frame before mapping it.
+#pragma once
+
+#include <concepts>
+#include <cstdint>
+
+#include "mm/addr.h"
+#include "mm/result.h"
+
+namespace pv::paging {
+
+// What a provider hands out: a frame and the node it belongs to.
+struct Grant {
+    mm::GuestFrame frame;
+    uint32_t node = 0;
+};
+
+template <class F>
+concept FrameSource = requires(F f, uint32_t cpu, uint32_t node, mm::GuestFrame fr, size_t n) {
+    { f.alloc(cpu, node)->frame } -> std::convertible_to<mm::GuestFrame>;
+    { f.alloc(cpu, node)->node } -> std::convertible_to<uint32_t>;
+    { f.alloc_contiguous(node, n, n)->frame } -> std::convertible_to<mm::GuestFrame>;
+    { f.free(cpu, fr) } -> std::same_as<mm::Status>;
+    { f.free_contiguous(fr, n) } -> std::same_as<mm::Status>;
+};
+
+class FrameProvider {
+public:
+    virtual ~FrameProvider() = default;
+    virtual mm::Result<Grant> alloc(uint32_t cpu, uint32_t node) = 0;
+    virtual mm::Result<Grant> alloc_contiguous(uint32_t node, size_t count) = 0;  // aligned to count
+    virtual mm::Status free(uint32_t cpu, mm::GuestFrame frame) = 0;
+    virtual mm::Status free_contiguous(mm::GuestFrame frame, size_t count) = 0;
+    [[nodiscard]] virtual uint32_t node_count() const = 0;
+};
+
+// Adapts a FrameSource that outlives the adapter.
+template <FrameSource F>
+class FrameSourceAdapter final : public FrameProvider {
+public:
+    FrameSourceAdapter(F& source, uint32_t nodes) : m_source(source), m_nodes(nodes) {}
+
+    mm::Result<Grant> alloc(uint32_t cpu, uint32_t node) override {
+        auto g = m_source.alloc(cpu, node);
+        if (!g) return mm::err(g.error());
+        return Grant{g->frame, g->node};
+    }
+    mm::Result<Grant> alloc_contiguous(uint32_t node, size_t count) override {
+        auto g = m_source.alloc_contiguous(node, count, count);
+        if (!g) return mm::err(g.error());
+        return Grant{g->frame, g->node};
+    }
+    mm::Status free(uint32_t cpu, mm::GuestFrame frame) override { return m_source.free(cpu, frame); }
+    mm::Status free_contiguous(mm::GuestFrame frame, size_t count) override {
+        return m_source.free_contiguous(frame, count);
+    }
+    [[nodiscard]] uint32_t node_count() const override { return m_nodes; }
+
+private:
+    F& m_source;
+    uint32_t m_nodes;
+};
+
+}  // namespace pv::paging

@@ -1,0 +1,17 @@
+// How the guest-virtual layer reaches guest RAM from the host: a bounds-checked
+// view of [gpa, gpa + len). GuestMemory::host_span is the production accessor;
+// tests pass a vector-backed one. An error means "not guest RAM": nothing is touched.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <span>
+
+#include "mm/addr.h"
+#include "vmm/base/error.h"
+
+namespace pv::paging {
+
+using HostAccess = std::function<Expected<std::span<std::byte>>(mm::GuestPhysAddr, uint64_t)>;
+
+}  // namespace pv::paging

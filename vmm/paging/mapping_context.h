@@ -1,0 +1,99 @@
+// MappingContext: what the guest-virtual backends map into (the MemorySet's
+// PageTable type): the guest page table plus everything needed to fill it —
+// the frame provider, host access for zeroing, frame ownership and the list of
+// frames to give back once the TLBs are clean.
+//
+// Ownership: a frame mapped by a Demand backend is OWNED (recorded with its node
+// in m_frame_node); a Linear backend's frames are not. A 2 MiB block from
+// alloc_contiguous stays one allocation even when a partial munmap/mprotect
+// splits its mapping: it is returned whole (free_contiguous) when its last
+// 4 KiB page is unmapped.
+//
+// Deferred release: unmap never frees a frame or a table at once; it queues
+// them. The owner calls finish(): if any translation was removed or downgraded it
+// runs the TLB shootdown first, then returns the queued frames and tables.
+// Not thread-safe: the address space lock guards it.
+#pragma once
+
+#include <functional>
+#include <unordered_map>
+#include <vector>
+
+#include "mm/paging/page_table.h"
+#include "vmm/paging/frame_source.h"
+#include "vmm/paging/host_access.h"
+#include "vmm/paging/table_memory.h"
+
+namespace pv::paging {
+
+using GvaPageTable = mm::x86::PageTable<PagingTableMemory>;
+inline constexpr uint32_t kAnyNode = 0xFFFF'FFFF;
+inline constexpr uint64_t kHugePages = mm::bytes(mm::PageSize::Size2M) / mm::kPageSize;
+
+class MappingContext {
+public:
+    MappingContext(GvaPageTable& pt, PagingTableMemory& tables, FrameProvider& frames, const HostAccess& access);
+
+    [[nodiscard]] GvaPageTable& page_table() { return m_pt; }
+    [[nodiscard]] const GvaPageTable& page_table() const { return m_pt; }
+
+    // Who the current operation allocates for: `node` resolves kAnyNode.
+    void set_origin(uint32_t cpu, uint32_t node);
+
+    // Backend operations (all-or-nothing, see mm/memory_set.h).
+    mm::Status map_linear(mm::GuestVirtRange r, uint64_t delta, mm::Perm pt_perm, bool huge);
+    mm::Status populate(mm::GuestVirtRange r, uint32_t node, bool huge, mm::Perm pt_perm);
+    mm::Status unmap(mm::GuestVirtRange r, bool owned);
+    mm::Status protect(mm::GuestVirtRange r, mm::Perm pt_perm);
+
+    // One demand page (or 2 MiB block when `huge_block` is given and free):
+    // allocates, zeroes and maps. Returns the pages mapped. NoMemory when the
+    // provider is exhausted; nothing changed then.
+    mm::Result<uint64_t> map_demand_page(mm::GuestVirtAddr page, uint32_t node, mm::Perm pt_perm);
+    mm::Result<uint64_t> map_demand_huge(mm::GuestVirtAddr block, uint32_t node, mm::Perm pt_perm);
+    // Whether nothing is mapped in r.
+    [[nodiscard]] bool is_unmapped(mm::GuestVirtRange r) const;
+
+    // TLB shootdown (if needed), then return deferred frames and tables.
+    void finish(const std::function<void()>& shootdown);
+    // Marks that a translation was downgraded (forces a shootdown at finish()).
+    void note_downgrade() { m_need_flush = true; }
+
+    [[nodiscard]] uint32_t origin_node() const { return m_node; }
+    [[nodiscard]] uint32_t owner_node(mm::GuestFrame f) const;  // kAnyNode if not owned
+    [[nodiscard]] const std::vector<uint64_t>& frames_per_node() const { return m_per_node; }
+    [[nodiscard]] uint64_t owned_frames() const { return m_owned; }
+    [[nodiscard]] uint64_t shootdowns() const { return m_shootdowns; }
+    [[nodiscard]] bool check_ownership() const;
+
+private:
+    struct PendingFree {
+        mm::GuestFrame frame;
+        uint64_t count;  // 1, or kHugePages for a contiguous block
+    };
+    struct Leaf {
+        mm::GuestVirtRange va;
+        mm::GuestPhysAddr pa;
+    };
+
+    mm::Status zero(mm::GuestFrame f, uint64_t pages) const;
+    void own(mm::GuestFrame f, uint64_t pages, uint32_t node);
+    void release_owned(mm::GuestFrame f, uint64_t pages);
+    mm::Status populate_block(mm::GuestVirtAddr at, uint64_t size, uint32_t node, bool huge, mm::Perm pt_perm);
+
+    GvaPageTable& m_pt;
+    PagingTableMemory& m_tables;
+    FrameProvider& m_frames;
+    const HostAccess& m_access;
+    std::vector<uint8_t> m_frame_node;                   // per frame number: 0 = not owned, else node + 1
+    std::unordered_map<uint64_t, uint64_t> m_huge_live;  // 2 MiB block base frame -> pages still mapped
+    std::vector<PendingFree> m_pending;
+    std::vector<uint64_t> m_per_node;  // owned frames mapped, per node
+    uint64_t m_owned = 0;
+    uint64_t m_shootdowns = 0;
+    uint32_t m_cpu = 0;
+    uint32_t m_node = 0;
+    bool m_need_flush = false;
+};
+
+}  // namespace pv::paging

@@ -1,0 +1,54 @@
+#include "vmm/paging/table_memory.h"
+
+#include <cstring>
+
+#include "vmm/abi/layout.h"
+#include "vmm/x86/table_pool.h"
+
+namespace pv::paging {
+
+PagingTableMemory::PagingTableMemory(HostAccess access, FrameProvider& frames, x86::TablePool* boot_pool)
+    : m_access(std::move(access)), m_frames(frames), m_pool(boot_pool) {}
+
+bool PagingTableMemory::in_boot_pool(mm::GuestFrame frame) const {
+    constexpr uint64_t kFirst = layout::kPageTablePoolAddr / layout::kPage;
+    return m_pool != nullptr && frame.number() >= kFirst && frame.number() - kFirst < x86::TablePool::kFrames;
+}
+
+mm::Result<uint64_t*> PagingTableMemory::table(mm::GuestFrame frame) const {
+    if (in_boot_pool(frame)) return m_pool->table(frame);
+    auto span = m_access(frame.start_address(), mm::kPageSize);
+    if (!span) return mm::err(mm::Error::OutOfRange);
+    return reinterpret_cast<uint64_t*>(span->data());
+}
+
+mm::Result<mm::GuestFrame> PagingTableMemory::alloc_table() {
+    if (m_pool != nullptr) {
+        if (auto f = m_pool->alloc_table()) return *f;
+    }
+    MM_TRY_ASSIGN(Grant g, m_frames.alloc(m_cpu, m_node));
+    auto span = m_access(g.frame.start_address(), mm::kPageSize);
+    if (!span) {  // the provider handed out a frame outside guest RAM: refuse it
+        (void)m_frames.free(m_cpu, g.frame);
+        return mm::err(mm::Error::BadState);
+    }
+    std::memset(span->data(), 0, mm::kPageSize);
+    ++m_provider_tables;
+    return g.frame;
+}
+
+void PagingTableMemory::free_table(mm::GuestFrame frame) { m_deferred.push_back(frame); }
+
+void PagingTableMemory::release_deferred() {
+    for (mm::GuestFrame f : m_deferred) {
+        if (in_boot_pool(f)) {
+            m_pool->free_table(f);
+        } else {
+            (void)m_frames.free(m_cpu, f);
+            --m_provider_tables;
+        }
+    }
+    m_deferred.clear();
+}
+
+}  // namespace pv::paging

@@ -1,0 +1,62 @@
+// PagingTableMemory: the mm::x86::TableMemory of a guest address space. Tables
+// come from the fixed boot pool (layout::kPageTablePoolAddr, when one is given)
+// first and then from the frame provider, so the page table grows with the guest.
+//
+// table(f) is bounds checked: a pool frame through the pool, any other frame
+// through the HostAccess, which refuses anything outside guest RAM. A corrupt
+// entry therefore makes a walk fail (OutOfRange -> the page table's Corrupted),
+// never touch host memory outside guest RAM.
+//
+// Frees are deferred: a freed table may still be cached by a vCPU's
+// paging-structure cache until the next TLB shootdown, so free_table() only
+// queues it and release_deferred() (called after the shootdown) returns it.
+// Not thread-safe: the owning address space's lock guards it.
+#pragma once
+
+#include <vector>
+
+#include "mm/addr.h"
+#include "mm/result.h"
+#include "vmm/paging/frame_source.h"
+#include "vmm/paging/host_access.h"
+
+namespace pv::x86 {
+class TablePool;
+}
+
+namespace pv::paging {
+
+class PagingTableMemory {
+public:
+    // `frames` and `boot_pool` (may be null) must outlive this object.
+    PagingTableMemory(HostAccess access, FrameProvider& frames, x86::TablePool* boot_pool);
+
+    [[nodiscard]] mm::Result<uint64_t*> table(mm::GuestFrame frame) const;
+    [[nodiscard]] mm::Result<mm::GuestFrame> alloc_table();
+    void free_table(mm::GuestFrame frame);
+
+    // Node (and CPU) that the next provider-backed tables are charged to.
+    void set_origin(uint32_t cpu, uint32_t node) {
+        m_cpu = cpu;
+        m_node = node;
+    }
+    [[nodiscard]] bool has_deferred() const { return !m_deferred.empty(); }
+    // Gives every table freed since the last call back to its owner (after a shootdown).
+    void release_deferred();
+
+    // Tables currently allocated from the provider (not the boot pool), deferred ones included.
+    [[nodiscard]] uint64_t provider_tables() const { return m_provider_tables; }
+
+private:
+    [[nodiscard]] bool in_boot_pool(mm::GuestFrame frame) const;
+
+    HostAccess m_access;
+    FrameProvider& m_frames;
+    x86::TablePool* m_pool;
+    std::vector<mm::GuestFrame> m_deferred;
+    uint64_t m_provider_tables = 0;
+    uint32_t m_cpu = 0;
+    uint32_t m_node = 0;
+};
+
+}  // namespace pv::paging
