@@ -25,11 +25,6 @@ static_assert(mm::ByteAllocator<mm::Buddy<>>);
 static_assert(mm::ByteAllocator<mm::SlabHeap<>>);
 static_assert(mm::ByteAllocator<mm::Tlsf<>>);
 
-// Unchecked SlabHeap dereferences the chunk header of whatever it is given, so
-// foreign-pointer tests run only where the allocator promises to detect them.
-template <class A>
-constexpr bool kDetectsForeign = A::kIsChecked || !std::is_same_v<A, mm::SlabHeap<false>>;
-
 template <class A>
 class ByteAllocatorTest : public testing::Test {
 protected:
@@ -178,7 +173,7 @@ TYPED_TEST(ByteAllocatorTest, DoubleAndForeignFreeAreNotAllocated) {
         EXPECT_EQ(this->a().dealloc(interior, 64, 8).error(), Error::NotAllocated);
         ASSERT_TRUE(this->a().dealloc(*big, 8192, 8));
     }
-    if constexpr (kDetectsForeign<TypeParam>) {
+    {  // every variant finds a foreign pointer without dereferencing it
         int on_stack = 0;
         auto s = this->a().dealloc(&on_stack, 64, 8);
         ASSERT_FALSE(s.has_value());
