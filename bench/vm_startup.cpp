@@ -11,6 +11,7 @@
 #include <chrono>
 #include <vector>
 
+#include "bench/support/metrics_export.h"
 #include "vmm/kvm/kvm.h"
 #include "vmm/kvm/vcpu.h"
 #include "vmm/kvm/vm.h"
@@ -66,6 +67,10 @@ void BM_HelloBoot(benchmark::State& state) {
         entry.push_back(std::chrono::duration<double, std::micro>(r->time_to_first_entry).count());
         first.push_back(std::chrono::duration<double, std::micro>(*r->time_to_first_hypercall).count());
         exit.push_back(std::chrono::duration<double, std::micro>(r->time_to_exit).count());
+        if (exit.size() == 1) {  // one metrics line per benchmark (docs/metrics.md)
+            if (auto m = pv::bench::export_run_metrics("BM_HelloBoot", "hello", config("hello"), *r); !m)
+                return state.SkipWithError(m.error().to_string().c_str());
+        }
     }
     state.counters["first_entry_median_us"] = median(entry);
     state.counters["first_hypercall_median_us"] = median(first);
