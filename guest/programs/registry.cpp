@@ -17,6 +17,8 @@ constexpr Program kPrograms[] = {
     {"badptr", "hypercalls with wild pointers/lengths; exits 0 iff all are rejected as expected", run_badptr},
     {"hcbench", "params[0] Nop hypercalls (default 1000); params[1] != 0: on every vCPU", run_hcbench},
     {"touch", "touches RAM: p0 node+1, p1 kinds, p2 bytes, p3 order, p4 stride, p5 flags, p6 passes", run_touch},
+    {"hostile", "a flood of hypercalls with random numbers and wild arguments on every vCPU; p0 = calls per vCPU",
+     run_hostile},
     {"ramlist", "prints the RAM map (gpa, size, node, kind) and reports ram.count/bytes/nodes", run_ramlist},
 };
 
