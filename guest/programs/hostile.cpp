@@ -47,7 +47,11 @@ uint64_t wild_value(uint64_t& state, uint32_t vcpu) {
     }
 }
 
-bool defined_result(int64_t ret) { return ret >= 0 || (ret >= -6 && ret <= -1); }
+// >= 0, an HcError, or (memory calls 16..19) an abi::MemError.
+bool defined_result(uint64_t nr, int64_t ret) {
+    if (ret >= 0 || (ret >= -6 && ret <= -1)) return true;
+    return nr >= abi::kFirstMemoryCall && nr <= static_cast<uint64_t>(abi::Call::Brk) && ret >= -19 && ret <= -16;
+}
 
 void flood(uint32_t vcpu, uint64_t n, uint64_t seed) {
     uint64_t state = seed ^ (0x9e37'79b9'7f4a'7c15ULL * (vcpu + 1));
@@ -62,7 +66,7 @@ void flood(uint32_t vcpu, uint64_t n, uint64_t seed) {
         // pointer validation); oversized lengths stay and must be refused.
         if (nr == static_cast<uint64_t>(abi::Call::ConsoleWrite) && a[1] <= abi::kMaxConsoleWrite) a[1] = 0;
         const int64_t ret = hypercall_raw(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
-        if (!defined_result(ret)) ++bad;
+        if (!defined_result(nr, ret)) ++bad;
         if (ret >= 0)
             ++ok;
         else

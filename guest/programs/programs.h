@@ -39,6 +39,7 @@ int64_t run_ud(uint32_t vcpu, const abi::BootInfo& boot);
 int64_t run_badptr(uint32_t vcpu, const abi::BootInfo& boot);
 int64_t run_hcbench(uint32_t vcpu, const abi::BootInfo& boot);
 int64_t run_hostile(uint32_t vcpu, const abi::BootInfo& boot);
+int64_t run_vmtest(uint32_t vcpu, const abi::BootInfo& boot);
 int64_t run_touch(uint32_t vcpu, const abi::BootInfo& boot);
 int64_t run_ramlist(uint32_t vcpu, const abi::BootInfo& boot);
 

@@ -19,6 +19,8 @@ constexpr Program kPrograms[] = {
     {"touch", "touches RAM: p0 node+1, p1 kinds, p2 bytes, p3 order, p4 stride, p5 flags, p6 passes", run_touch},
     {"hostile", "a flood of hypercalls with random numbers and wild arguments on every vCPU; p0 = calls per vCPU",
      run_hostile},
+    {"vmtest", "guest-virtual memory scenarios (mmap/munmap/mprotect/brk, faults); p0 = scenario 1-9, p1 = pages",
+     run_vmtest},
     {"ramlist", "prints the RAM map (gpa, size, node, kind) and reports ram.count/bytes/nodes", run_ramlist},
 };
 

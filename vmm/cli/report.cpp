@@ -54,6 +54,14 @@ void memory_lines(std::ostringstream& o, const run::MemoryReport& m) {
         if (n.refused_charges != 0) v += ", refused " + std::to_string(n.refused_charges);
         line(o, ("node " + std::to_string(n.node) + " pages").c_str(), v);
     }
+    if (m.guest_virtual && m.guest_virtual->faults + m.guest_virtual->shootdowns != 0) {
+        const auto& g = *m.guest_virtual;
+        line(o, "guest page faults",
+             std::to_string(g.faults) + " (" + std::to_string(g.mapped_faults) + " mapped, " +
+                 std::to_string(g.fault_around_pages) + " pages by fault-around, " + std::to_string(g.spurious) +
+                 " spurious, " + std::to_string(g.segv) + " segv, " + std::to_string(g.oom) + " oom), " +
+                 std::to_string(g.shootdowns) + " shootdowns");
+    }
     if (!m.demand) return;
     const auto& f = *m.demand;
     line(o, "demand faults",

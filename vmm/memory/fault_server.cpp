@@ -243,6 +243,7 @@ bool FaultServer::wait_for_event() const {
 }
 
 void FaultServer::worker_loop(Worker& w) {
+    if (m_options.on_thread_start) m_options.on_thread_start();
     uffd_msg msgs[16];
     while (!m_shutdown.load(std::memory_order_acquire)) {
         if (!wait_for_event()) continue;

@@ -131,6 +131,8 @@ public:
         // Called after every resolved fault on the server thread (tracing); may be empty.
         // It must be quick and must not touch registered memory.
         std::function<void(const FaultRecord&)> on_fault;
+        // Called first on every server thread (e.g. to install a seccomp filter on it); may be empty.
+        std::function<void()> on_thread_start;
     };
 
     struct RangeStats {

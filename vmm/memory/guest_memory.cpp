@@ -432,6 +432,21 @@ Status GuestMemory::register_with(const kvm::Vm& vm) const {
     return {};
 }
 
+Status GuestMemory::zap_translations() const {
+    if (!m_state) return make_error(ErrorKind::Internal, "guest memory was moved from");
+    State& s = *m_state;
+    std::unique_lock guard(s.lock);
+    if (s.realizer.vm == nullptr) return {};
+    // Deleting a memslot makes KVM zap the shadow pages (or EPT entries) of the
+    // guest memory in it, page tables included; the new slot has the same
+    // range, host memory and flags.
+    for (auto& [start, p] : s.realizer.pieces) {
+        s.realizer.delete_slot(p);
+        PV_TRY(s.realizer.create_slot(start, p));
+    }
+    return {};
+}
+
 uint64_t GuestMemory::size() const {
     if (!m_state) return 0;
     std::shared_lock guard(m_state->lock);

@@ -124,6 +124,14 @@ public:
     // Realises every area as a memslot of `vm`; later changes update it. Once.
     [[nodiscard]] Status register_with(const kvm::Vm& vm) const;
 
+    // Makes KVM drop every cached guest translation (shadow pages / EPT) of the
+    // VM's RAM by deleting and re-creating each RAM memslot. Needed after the
+    // VMM edited guest page tables from the host: a shadow MMU only notices the
+    // guest's own writes to them, and a CR3 reload or a KVM_SET_SREGS does not
+    // resynchronise (measured on PVM). No vCPU may be in guest mode meanwhile
+    // (run/world_gate.h): between delete and create its accesses would exit.
+    [[nodiscard]] Status zap_translations() const;
+
     // Bytes of writable RAM (every area but holes and read-only areas).
     [[nodiscard]] uint64_t size() const;
     // End of the writable RAM that starts at GPA 0 and continues without a gap below 4 GiB.

@@ -22,7 +22,7 @@ Expected<std::vector<std::span<std::byte>>> PageTableGuestAccess::resolve(mm::Gu
     uint64_t done = 0;
     while (done < len) {
         mm::GuestVirtAddr at = gva + done;
-        auto m = m_pt.query(at);
+        auto m = m_query ? m_query(at) : m_pt.query(at);
         if (!m) return fault(at.value(), "is not mapped");
         mm::Perm need = mm::Perm::Read | mm::Perm::User | (write ? mm::Perm::Write : mm::Perm::None);
         if (!mm::allows(m->perm, need))

@@ -6,6 +6,7 @@
 // thread modifies the page table.
 #pragma once
 
+#include <functional>
 #include <vector>
 
 #include "vmm/hypercall/guest_access.h"
@@ -18,6 +19,12 @@ class PageTableGuestAccess final : public hc::GuestAccess {
 public:
     PageTableGuestAccess(const memory::GuestMemory& mem, const x86::GuestPageTable& pt) : m_mem(mem), m_pt(pt) {}
 
+    // Translate through this instead of walking `pt` with its table pool (once
+    // pagevisor's guest-virtual layer owns the tables, they live outside the pool).
+    // Pages not mapped yet are not faulted in: such a pointer is a Fault.
+    using Query = std::function<mm::Result<mm::x86::Mapping>(mm::GuestVirtAddr)>;
+    void set_query(Query query) { m_query = std::move(query); }
+
     Status read(mm::GuestVirtAddr gva, std::span<std::byte> out) override;
     Status write(mm::GuestVirtAddr gva, std::span<const std::byte> in) override;
 
@@ -28,6 +35,7 @@ public:
 private:
     const memory::GuestMemory& m_mem;
     const x86::GuestPageTable& m_pt;
+    Query m_query;
 };
 
 }  // namespace pv::run

@@ -86,6 +86,17 @@ Status Machine::boot(Clock::time_point created) {
     PV_TRY_ASSIGN(x86::GuestPageTable pt, x86::build_page_tables(*m_pool, m_image, m_config.vcpus, boot.ram));
     m_pt.emplace(pt);  // a handle: root frame + pool pointer
     m_access = std::make_unique<PageTableGuestAccess>(m_mem, *m_pt);
+    GuestPaging::Config pc;
+    pc.vcpus = m_config.vcpus;
+    const auto& fa = m_memsys->config().fault_around;
+    pc.fault_around_pages = fa.enabled ? fa.pages : 1;
+    pc.ram = boot.ram;
+    pc.vcpu_node = boot.vcpu_node;
+    pc.nodes = boot.node_count;
+    m_world = std::make_unique<WorldGate>(m_config.vcpus, [this](uint32_t v) { kick(v); });
+    PV_TRY_ASSIGN(m_paging, GuestPaging::create(pc, m_mem, m_pool.get(), m_pt->root(), *m_world));
+    m_access->set_query([p = m_paging.get()](mm::GuestVirtAddr va) { return p->space().query(va); });
+    m_dispatcher.set_memory_calls(m_paging.get());
     PV_TRY_ASSIGN(auto cpuid, m_kvm.supported_cpuid());
     for (uint32_t i = 0; i < m_config.vcpus; ++i) PV_TRY(setup_vcpu(i, cpuid));
     return {};

@@ -29,6 +29,7 @@
 #include "vmm/loader/elf_loader.h"
 #include "vmm/memory/guest_memory.h"
 #include "vmm/run/guest_access.h"
+#include "vmm/run/guest_paging.h"
 #include "vmm/run/memory_system.h"
 #include "vmm/run/run_config.h"
 #include "vmm/run/services.h"
@@ -71,6 +72,8 @@ private:
     Next handle_exit(uint32_t i, const kvm::ExitState& exit);
     Next on_hypercall(uint32_t i, const x86::ExitAction& action);
     Next on_exception(uint32_t i);
+    Next on_page_fault(uint32_t i, const abi::ExceptionFrame& frame);
+    void kick(uint32_t i);
     Next on_stop(uint32_t i, const x86::ExitAction& action);
     // The unmapped-access message for an MMIO exit, naming the area it hit.
     [[nodiscard]] std::string describe_mmio(const kvm::ExitState& exit, const x86::ExitAction& action) const;
@@ -90,6 +93,8 @@ private:
     std::optional<kvm::Vm> m_vm;
     std::unique_ptr<x86::TablePool> m_pool;
     std::optional<x86::GuestPageTable> m_pt;
+    std::unique_ptr<WorldGate> m_world;     // vCPUs held outside guest mode while memslots change
+    std::unique_ptr<GuestPaging> m_paging;  // owns the page tables once booted (adopts m_pt's root)
     std::vector<kvm::Vcpu> m_vcpus;
     std::unique_ptr<PerVcpu[]> m_per_vcpu;
     Services m_services;

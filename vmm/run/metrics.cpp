@@ -54,6 +54,19 @@ nlohmann::ordered_json memory_json(const MemoryReport& m) {
                        {"thread_cpus", f.thread_cpus}};
         latency["demand"] = latency_json(f.latency);
     }
+    if (m.guest_virtual) {
+        const GuestVirtualReport& g = *m.guest_virtual;
+        j["guest_virtual"] = {{"faults", g.faults},
+                              {"mapped_faults", g.mapped_faults},
+                              {"spurious", g.spurious},
+                              {"segv", g.segv},
+                              {"oom", g.oom},
+                              {"fault_around_pages", g.fault_around_pages},
+                              {"huge_faults", g.huge_faults},
+                              {"shootdowns", g.shootdowns},
+                              {"page_table_frames", g.page_table_frames},
+                              {"frames_per_node", g.frames_per_node}};
+    }
     // Per backend. Eager faults are resolved by the kernel: pagevisor does not see them one by one.
     j["fault_latency_ns"] = latency;
     return j;

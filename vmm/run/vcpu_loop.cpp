@@ -95,8 +95,21 @@ void Machine::vcpu_loop(uint32_t i) {
     if (i == 0)
         m_first_entry_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - m_created).count());
     Next next = Next::Continue;
-    while (next == Next::Continue && !m_stop.load(std::memory_order_acquire)) {
+    while (next == Next::Continue) {
+        // A world-stop kick (not a stop) leaves immediate_exit set: clear it before
+        // looking for a stop, so a stop requested after this point still kicks.
+        vcpu.request_immediate_exit(false);
+        m_world->enter(i);
+        if (m_stop.load(std::memory_order_acquire)) {
+            m_world->leave(i);
+            break;
+        }
         auto exit = vcpu.run();
+        m_world->leave(i);  // before anything that may take the address space's lock
+        if (auto e = m_paging->flush_error()) {
+            stop_vm(std::nullopt, *e);
+            break;
+        }
         if (!exit) {
             stop_vm(std::nullopt, exit.error());
             break;
@@ -161,8 +174,40 @@ Machine::Next Machine::on_exception(uint32_t i) {
         stop_vm(std::nullopt, frame.error());
         return Next::EndVcpu;
     }
+    if (frame->vector == 14 && m_paging) return on_page_fault(i, *frame);
     stop_vm(std::nullopt, Error{ErrorKind::GuestFault, 0, x86::describe_exception(*frame, i)});
     return Next::EndVcpu;
+}
+
+// A guest #PF: pagevisor's guest-virtual layer maps the page (the stub's iretq
+// then retries the access) or the access is not allowed: a segmentation fault
+// that stops the guest with the address, the access and RIP.
+Machine::Next Machine::on_page_fault(uint32_t i, const abi::ExceptionFrame& frame) {
+    using Kind = paging::FaultResult::Kind;
+    paging::FaultResult r = m_paging->handle_fault(i, frame.cr2, frame.error_code);
+    if (r.kind == Kind::Mapped || r.kind == Kind::Spurious) return Next::Continue;
+    static constexpr const char* kAccess[] = {"read", "write", "execute"};
+    const char* access = kAccess[static_cast<int>(r.access)];
+    if (r.kind == Kind::OutOfMemory) {
+        stop_vm(std::nullopt,
+                Error{ErrorKind::GuestOutOfMemory, 0,
+                      "guest out of memory on node " + std::to_string(r.node) + " (page fault: " + access + " at GVA " +
+                          x86::hex(frame.cr2) + ", RIP " + x86::hex(frame.rip) + ", vCPU " + std::to_string(i) + ")"});
+        return Next::EndVcpu;
+    }
+    static constexpr const char* kReason[] = {"no mapping", "not allowed by the mapping", "corrupt page table"};
+    stop_vm(std::nullopt, Error{ErrorKind::GuestFault, 0,
+                                "guest segmentation fault: " + std::string(access) + " at GVA " + x86::hex(frame.cr2) +
+                                    " (" + kReason[static_cast<int>(r.reason)] + ") at RIP " + x86::hex(frame.rip) +
+                                    " (vCPU " + std::to_string(i) + ")"});
+    return Next::EndVcpu;
+}
+
+void Machine::kick(uint32_t i) {
+    if (i >= m_vcpus.size()) return;
+    m_vcpus[i].request_immediate_exit(true);
+    if (m_per_vcpu[i].started.load(std::memory_order_acquire) && !pthread_equal(m_per_vcpu[i].thread, pthread_self()))
+        pthread_kill(m_per_vcpu[i].thread, kKickSignal);
 }
 
 Machine::Next Machine::on_stop(uint32_t i, const x86::ExitAction& action) {
@@ -225,6 +270,21 @@ RunResult Machine::collect() {
     if (auto* server = m_memsys->fault_server(); server != nullptr) (void)server->wait_idle(std::chrono::seconds(2));
     r.memory_report = m_memsys->report();
     r.memory = r.memory_report.ram_bytes;
+    if (m_paging) {
+        const paging::PagingStats ps = m_paging->stats();
+        GuestVirtualReport g;
+        g.faults = ps.faults;
+        g.mapped_faults = ps.mapped_faults;
+        g.spurious = ps.spurious;
+        g.segv = ps.segv;
+        g.oom = ps.oom;
+        g.fault_around_pages = ps.fault_around_pages;
+        g.huge_faults = ps.huge_faults;
+        g.shootdowns = ps.shootdowns;
+        g.page_table_frames = ps.provider_tables;
+        g.frames_per_node = ps.frames_per_node;
+        r.memory_report.guest_virtual = g;
+    }
     for (uint32_t i = 0; i < m_config.vcpus; ++i) r.vcpu_cpus.push_back(m_per_vcpu[i].cpu.load());
     std::lock_guard guard(m_lock);
     r.time_to_exit = std::chrono::duration_cast<std::chrono::nanoseconds>(m_time_to_exit);

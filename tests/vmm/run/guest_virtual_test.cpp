@@ -1,0 +1,179 @@
+// Guest-virtual memory served by pagevisor on the real KVM (issue 6): the
+// `vmtest` guest program's scenarios (mmap/munmap/mprotect/brk, page faults,
+// segmentation faults, TLB shootdown across vCPUs, per-node frames).
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "tests/support/kvm.h"
+#include "vmm/run/run_config.h"
+
+#ifndef PAGEVISOR_GUEST_IMAGE
+#error "guest-virtual tests need the guest image (target pvguest)"
+#endif
+
+namespace pv::run {
+namespace {
+
+RunConfig vmtest(uint64_t scenario, uint64_t pages = 0, uint32_t vcpus = 1, bool fault_around = false) {
+    RunConfig c;
+    c.guest_path = PAGEVISOR_GUEST_IMAGE;
+    c.workload = "vmtest";
+    c.vcpus = vcpus;
+    c.params[0] = scenario;
+    c.params[1] = pages;
+    c.memory = 128ULL << 20;
+    c.memory_config.fault_around = {fault_around, 16};
+    c.timeout = std::chrono::seconds(60);
+    return c;
+}
+
+RunResult run(const RunConfig& c) {
+    auto r = run_vm(c);
+    EXPECT_TRUE(r.has_value()) << (r ? "" : r.error().to_string());
+    return r ? std::move(*r) : RunResult{};
+}
+
+const hc::ReportValue* field(const RunResult& r, const std::string& key) {
+    for (const auto& e : r.reports)
+        if (e.field.key == key) return &e.field;
+    return nullptr;
+}
+
+std::string text(const RunResult& r) { return (r.error ? r.error->to_string() : "(no error)") + "\n" + r.console; }
+
+const GuestVirtualReport& gv(const RunResult& r) {
+    static const GuestVirtualReport kNone;
+    EXPECT_TRUE(r.memory_report.guest_virtual.has_value());
+    return r.memory_report.guest_virtual ? *r.memory_report.guest_virtual : kNone;
+}
+
+// The address the guest printed before its deliberate bad access ("vmtest: <what> 0x...").
+std::string announced(const RunResult& r, const std::string& what) {
+    auto at = r.console.find("vmtest: " + what + " 0x");
+    if (at == std::string::npos) return "(not announced)";
+    at += what.size() + 9;
+    return r.console.substr(at, r.console.find('\n', at) - at);
+}
+
+void expect_ok(const RunResult& r) {
+    ASSERT_EQ(r.exit_status, 0) << text(r);
+    const auto* e = field(r, "vm.errors");
+    ASSERT_NE(e, nullptr) << text(r);
+    EXPECT_EQ(e->u64, 0u);
+}
+
+void expect_segv(const RunResult& r, const std::string& what, const std::string& access, const std::string& why,
+                 uint32_t vcpu = 0) {
+    ASSERT_EQ(r.exit_status, 6) << text(r);
+    ASSERT_TRUE(r.error.has_value());
+    const std::string& m = r.error->message;
+    EXPECT_NE(m.find("guest segmentation fault: " + access + " at GVA " + announced(r, what) + " (" + why + ")"),
+              std::string::npos)
+        << m << "\n"
+        << r.console;
+    EXPECT_NE(m.find("(vCPU " + std::to_string(vcpu) + ")"), std::string::npos) << m;
+    EXPECT_GE(gv(r).segv, 1u);
+}
+
+TEST(GuestVirtual, LazyMappingTakesOneFaultPerPage) {
+    PV_REQUIRE_KVM();
+    RunResult r = run(vmtest(1, 300));
+    expect_ok(r);
+    EXPECT_EQ(gv(r).faults, 300u);
+    EXPECT_EQ(gv(r).mapped_faults, 300u);
+    EXPECT_EQ(gv(r).fault_around_pages, 0u);
+    ASSERT_FALSE(gv(r).frames_per_node.empty());
+    EXPECT_EQ(gv(r).frames_per_node[0], 0u);  // munmap returned every frame
+    EXPECT_GE(gv(r).shootdowns, 1u);
+}
+
+TEST(GuestVirtual, FaultAroundMapsNeighbours) {
+    PV_REQUIRE_KVM();
+    RunResult r = run(vmtest(1, 256, 1, true));
+    expect_ok(r);
+    EXPECT_LE(gv(r).faults, 256u / 16 + 1);
+    EXPECT_GE(gv(r).fault_around_pages, 256u - gv(r).faults);
+}
+
+TEST(GuestVirtual, PopulateTakesNoFault) {
+    PV_REQUIRE_KVM();
+    RunResult r = run(vmtest(7, 128));
+    expect_ok(r);
+    EXPECT_EQ(gv(r).faults, 0u);
+    EXPECT_EQ(gv(r).frames_per_node.at(0), 128u);
+}
+
+TEST(GuestVirtual, WriteAfterMprotectReadOnlyIsSegv) {
+    PV_REQUIRE_KVM();
+    expect_segv(run(vmtest(2)), "write to read-only", "write", "not allowed by the mapping");
+}
+
+TEST(GuestVirtual, ReadAfterMunmapIsSegv) {
+    PV_REQUIRE_KVM();
+    expect_segv(run(vmtest(3)), "read of unmapped", "read", "no mapping");
+}
+
+TEST(GuestVirtual, ExecOfNoExecMemoryIsSegv) {
+    PV_REQUIRE_KVM();
+    expect_segv(run(vmtest(4)), "execute of no-exec", "execute", "not allowed by the mapping");
+}
+
+TEST(GuestVirtual, BrkGrowsShrinksAndZeroes) {
+    PV_REQUIRE_KVM();
+    expect_ok(run(vmtest(5, 200)));
+}
+
+TEST(GuestVirtual, HugeMappingSplitByPartialMunmap) {
+    PV_REQUIRE_KVM();
+    RunResult r = run(vmtest(8));
+    expect_ok(r);
+    EXPECT_GE(gv(r).huge_faults, 1u);
+}
+
+TEST(GuestVirtual, ExhaustedMemoryIsAnMmapFailure) {
+    PV_REQUIRE_KVM();
+    RunResult r = run(vmtest(9));
+    expect_ok(r);
+    const auto* result = field(r, "vm.result");
+    ASSERT_NE(result, nullptr);
+    EXPECT_EQ(result->i64, -4);  // MemError::NoMemory
+}
+
+// vCPU 1 keeps reading a page whose translation it has cached; vCPU 0 munmaps
+// it. Once munmap returned, vCPU 1's next read must fault.
+TEST(GuestVirtual, MunmapShootsDownTheOtherVcpusTranslation) {
+    PV_REQUIRE_KVM();
+    RunResult r = run(vmtest(6, 0, 2));
+    EXPECT_EQ(r.console.find("STALE"), std::string::npos) << r.console;
+    expect_segv(r, "read after munmap", "read", "no mapping", 1);
+    EXPECT_GE(gv(r).shootdowns, 1u);
+}
+
+// vCPUs on two guest nodes: each one's first touches take frames from its own node.
+TEST(GuestVirtual, FramesComeFromTheFaultingVcpusNode) {
+    PV_REQUIRE_KVM();
+    RunConfig c = vmtest(10, 100, 2);
+    memory::ZoneConfig z0, z1;
+    z0.id = "m0";
+    z0.size = 64ULL << 20;
+    z1.id = "m1";
+    z1.size = 64ULL << 20;
+    c.memory_config.zones = {z0, z1};
+    memory::NumaNodeConfig n0, n1;
+    n0.guest_numa_id = 0;
+    n0.cpus = {0};
+    n0.memory_zones = {"m0"};
+    n1.guest_numa_id = 1;
+    n1.cpus = {1};
+    n1.memory_zones = {"m1"};
+    c.memory_config.nodes = {n0, n1};
+    RunResult r = run(c);
+    expect_ok(r);
+    ASSERT_EQ(gv(r).frames_per_node.size(), 2u);
+    EXPECT_EQ(gv(r).frames_per_node[0], 100u);
+    EXPECT_EQ(gv(r).frames_per_node[1], 100u);
+}
+
+}  // namespace
+}  // namespace pv::run
