@@ -43,6 +43,7 @@ struct RunOptions {
     double fault_watchdog = 2.0;
     std::string metrics;
     std::string fault_trace;
+    std::string seccomp = "kill";
     bool memory_given = false;
 };
 
@@ -89,6 +90,11 @@ void add_run_options(CLI::App& run, RunOptions& o) {
         ->capture_default_str();
     run.add_option("--metrics", o.metrics,
                    "Append the run's metrics as one JSON line to PATH ('-': standard output; docs/metrics.md)");
+    run.add_option("--seccomp", o.seccomp,
+                   "System-call filter on vCPU and fault-server threads: kill (a forbidden call kills pagevisor "
+                   "with SIGSYS), trap (print the call's name, fail it with EPERM) or off (docs/security.md)")
+        ->check(CLI::IsMember({"kill", "trap", "off"}))
+        ->capture_default_str();
     run.add_option("--fault-trace", o.fault_trace,
                    "Write one JSON line per demand fault (time, GPA, vCPU, area, latency) to PATH (docs/metrics.md)");
 }
@@ -181,6 +187,9 @@ Status memory_options(const RunOptions& o, run::RunConfig& c) {
     PV_TRY_ASSIGN(c.fault_cpus, parse_cpu_list("--fault-cpus", o.fault_cpus));
     c.fault_threads = o.fault_threads;
     c.fault_trace_path = o.fault_trace;
+    c.seccomp = o.seccomp == "off"    ? run::SeccompMode::Off
+                : o.seccomp == "trap" ? run::SeccompMode::Trap
+                                      : run::SeccompMode::Kill;
     c.fault_busy_poll = o.fault_wait == "busy";
     c.fault_watchdog = std::chrono::milliseconds(std::llround(o.fault_watchdog * 1000.0));
     return {};

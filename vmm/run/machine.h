@@ -106,6 +106,7 @@ private:
     std::atomic<bool> m_stop{false};
     std::atomic<int64_t> m_first_hypercall_ns{-1};
     std::atomic<int64_t> m_first_entry_ns{0};
+    std::atomic<int> m_seccomp_probe{-1};  // DebugHooks::probe_seccomp result, -1: not probed
     std::mutex m_lock;
     std::condition_variable m_cv;
     uint32_t m_running = 0;              // guarded by m_lock

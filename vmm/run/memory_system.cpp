@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "vmm/abi/layout.h"
+#include "vmm/sandbox/seccomp.h"
 
 namespace pv::run {
 namespace {
@@ -138,6 +139,13 @@ Status MemorySystem::build_fault_server(const RunConfig& config) {
     o.on_fatal = [this](const Error& e) { fire(true, e); };
     o.on_stall = [this](const Error& e) { fire(false, e); };
     if (!config.fault_trace_path.empty()) o.on_fault = [this](const memory::FaultRecord& r) { trace(r); };
+    if (config.seccomp != SeccompMode::Off) {
+        auto action = config.seccomp == SeccompMode::Trap ? sandbox::Action::Trap : sandbox::Action::KillProcess;
+        o.on_thread_start = [this, action] {
+            if (auto s = sandbox::install_thread_filter(sandbox::ThreadProfile::FaultServer, action); !s)
+                fire(true, s.error());
+        };
+    }
     PV_TRY_ASSIGN(m_server, memory::FaultServer::create(std::move(o)));
     return {};
 }

@@ -22,6 +22,9 @@ namespace pv::run {
 // Hooks that make a VM misbehave on purpose, for tests of the error paths.
 struct DebugHooks {
     bool corrupt_idt = false;  // clear every IDT gate: the first exception triple-faults
+    // vCPU 0's thread tries socket() once its seccomp filter is installed; the
+    // errno (0: it worked) is RunResult::seccomp_probe_errno.
+    bool probe_seccomp = false;
 };
 
 // A read-only guest-physical area (KVM_MEM_READONLY) filled with `contents`.
@@ -30,6 +33,14 @@ struct RomConfig {
     uint64_t gpa = 0;   // page aligned, outside RAM and the device window
     uint64_t size = 0;  // bytes (page aligned); 0: contents rounded up to a page
     std::vector<std::byte> contents;
+};
+
+// System-call filters on the threads that handle guest input (vCPU threads,
+// fault-server threads; docs/security.md).
+enum class SeccompMode {
+    Off,   // no filter
+    Kill,  // a forbidden call kills the process with SIGSYS (Firecracker's default)
+    Trap,  // a forbidden call prints its name and fails with EPERM (finding missing calls)
 };
 
 struct RunConfig {
@@ -50,6 +61,7 @@ struct RunConfig {
     unsigned fault_threads = 1;                      // userfaultfd server threads (1..16)
     bool fault_busy_poll = false;                    // server threads spin on read() instead of poll()
     std::chrono::milliseconds fault_watchdog{2000};  // a fault resolution slower than this stops the guest
+    SeccompMode seccomp = SeccompMode::Kill;
     // Per-fault trace: one JSON line per demand fault (docs/metrics.md); empty: none.
     std::string fault_trace_path;
     std::chrono::milliseconds timeout{30'000};
@@ -142,7 +154,8 @@ struct RunResult {
     kvm::Flavour flavour = kvm::Flavour::Unknown;
     uint64_t memory = 0;
     MemoryReport memory_report;
-    std::vector<int> vcpu_cpus;  // where each vCPU thread was pinned (-1: not pinned)
+    std::vector<int> vcpu_cpus;              // where each vCPU thread was pinned (-1: not pinned)
+    std::optional<int> seccomp_probe_errno;  // DebugHooks::probe_seccomp
 
     [[nodiscard]] uint64_t total_hypercalls() const;
     [[nodiscard]] uint64_t total_exits() const;

@@ -1,7 +1,10 @@
 // The vCPU threads: KVM_RUN, exit handling (one helper per exit kind), stop and kick.
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <cstdio>
 #include <mutex>
@@ -9,6 +12,7 @@
 
 #include "vmm/abi/layout.h"
 #include "vmm/run/machine.h"
+#include "vmm/sandbox/seccomp.h"
 
 namespace pv::run {
 namespace {
@@ -91,6 +95,20 @@ void Machine::vcpu_loop(uint32_t i) {
     pin_vcpu_thread(i);
     m_memsys->set_vcpu_thread(i, static_cast<uint32_t>(::gettid()));
     m_per_vcpu[i].thread = pthread_self();
+    if (m_config.seccomp != SeccompMode::Off) {  // after the last setup call of this thread
+        auto action = m_config.seccomp == SeccompMode::Trap ? sandbox::Action::Trap : sandbox::Action::KillProcess;
+        if (auto s = sandbox::install_thread_filter(sandbox::ThreadProfile::Vcpu, action); !s) {
+            m_per_vcpu[i].started.store(true, std::memory_order_release);
+            stop_vm(std::nullopt, s.error());
+            vcpu_ended(i);
+            return;
+        }
+    }
+    if (i == 0 && m_config.debug.probe_seccomp) {
+        int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+        m_seccomp_probe.store(fd < 0 ? errno : 0);
+        if (fd >= 0) ::close(fd);
+    }
     m_per_vcpu[i].started.store(true, std::memory_order_release);
     if (i == 0)
         m_first_entry_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - m_created).count());
@@ -270,6 +288,7 @@ RunResult Machine::collect() {
     if (auto* server = m_memsys->fault_server(); server != nullptr) (void)server->wait_idle(std::chrono::seconds(2));
     r.memory_report = m_memsys->report();
     r.memory = r.memory_report.ram_bytes;
+    if (int p = m_seccomp_probe.load(); p >= 0) r.seccomp_probe_errno = p;
     if (m_paging) {
         const paging::PagingStats ps = m_paging->stats();
         GuestVirtualReport g;

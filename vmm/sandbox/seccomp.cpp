@@ -1,5 +1,6 @@
 #include "vmm/sandbox/seccomp.h"
 
+#include <fcntl.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -22,6 +23,7 @@ enum class Cond {
     KvmIoctl,   // ioctl request type byte == KVMIO (0xAE): every KVM ioctl, nothing else
     UffdIoctl,  // ioctl request type byte == UFFDIO (0xAA)
     NoExec,     // mmap/mprotect whose prot (arg 2) has no PROT_EXEC
+    ReadOnly,   // openat whose flags (arg 2) open for reading only, without O_CREAT
 };
 constexpr uint64_t kIoctlTypeMask = 0xff00;
 constexpr uint64_t kKvmIoctlType = 0xAE00;   // KVMIO << 8 (<linux/kvm.h> stays under vmm/kvm/)
@@ -34,14 +36,36 @@ struct Rule {
 
 // Why each is here: docs/security.md.
 constexpr Rule kCommon[] = {
-    {"read", Cond::Any},          {"write", Cond::Any},           {"futex", Cond::Any},
-    {"rt_sigreturn", Cond::Any},  {"rt_sigprocmask", Cond::Any},  {"sigaltstack", Cond::Any},
-    {"madvise", Cond::Any},       {"mmap", Cond::NoExec},         {"mprotect", Cond::NoExec},
-    {"munmap", Cond::Any},        {"mremap", Cond::Any},          {"brk", Cond::Any},
-    {"clock_gettime", Cond::Any}, {"clock_nanosleep", Cond::Any}, {"nanosleep", Cond::Any},
-    {"sched_yield", Cond::Any},   {"gettid", Cond::Any},          {"getpid", Cond::Any},
-    {"tgkill", Cond::Any},        {"restart_syscall", Cond::Any}, {"close", Cond::Any},
-    {"exit", Cond::Any},          {"exit_group", Cond::Any},
+    {"read", Cond::Any},
+    {"write", Cond::Any},
+    {"futex", Cond::Any},
+    {"rt_sigreturn", Cond::Any},
+    {"rt_sigprocmask", Cond::Any},
+    {"sigaltstack", Cond::Any},
+    {"madvise", Cond::Any},
+    {"mmap", Cond::NoExec},
+    {"mprotect", Cond::NoExec},
+    {"munmap", Cond::Any},
+    {"mremap", Cond::Any},
+    {"brk", Cond::Any},
+    {"clock_gettime", Cond::Any},
+    {"clock_nanosleep", Cond::Any},
+    {"nanosleep", Cond::Any},
+    {"sched_yield", Cond::Any},
+    {"gettid", Cond::Any},
+    {"getpid", Cond::Any},
+    {"tgkill", Cond::Any},
+    {"restart_syscall", Cond::Any},
+    {"close", Cond::Any},
+    {"exit", Cond::Any},
+    {"exit_group", Cond::Any},
+    // stdio's first write to a stream (console lines from a vCPU thread) fstat()s its fd.
+    {"fstat", Cond::Any},
+    {"newfstatat", Cond::Any},
+    // residency queries: fault-around clipping (fault server), resident-page accounting.
+    {"mincore", Cond::Any},
+    // glibc's malloc reads /proc/sys/vm/overcommit_memory when it shrinks a thread arena.
+    {"openat", Cond::ReadOnly},
 };
 #if defined(PAGEVISOR_SANITIZE) || defined(__SANITIZE_ADDRESS__)
 // Sanitizer builds only: UBSan's vptr check probes whether memory is readable by writing it to a
@@ -154,6 +178,7 @@ Status add_rule(scmp_filter_ctx ctx, const Rule& rule) {
         case Cond::KvmIoctl: cmp = masked_eq(1, kIoctlTypeMask, kKvmIoctlType); break;
         case Cond::UffdIoctl: cmp = masked_eq(1, kIoctlTypeMask, kUffdIoctlType); break;
         case Cond::NoExec: cmp = masked_eq(2, PROT_EXEC, 0); break;
+        case Cond::ReadOnly: cmp = masked_eq(2, O_ACCMODE | O_CREAT, O_RDONLY); break;
     }
     const unsigned n_cmp = rule.cond == Cond::Any ? 0 : 1;
     if (int rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, nr, n_cmp, n_cmp ? &cmp : nullptr); rc < 0)

@@ -3,6 +3,7 @@
 // defined error and stays up; the ASan+UBSan configuration runs this too.
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <string>
 
 #include "tests/support/kvm.h"
@@ -63,6 +64,31 @@ TEST(Hostile, HypercallFloodWithDemandMemory) {
     d0.backend = memory::ZoneBackend::Demand;
     c.memory_config.zones = {m0, d0};
     expect_survived(c, 10000);
+}
+
+}  // namespace
+}  // namespace pv::run
+
+namespace pv::run {
+namespace {
+
+// vCPU threads run under the seccomp filter: a forbidden call from one fails
+// (trap mode: EPERM, and its name on stderr); without the filter it works.
+TEST(Seccomp, VcpuThreadsAreFiltered) {
+    PV_REQUIRE_KVM();
+    RunConfig c = hostile(1, 10, 3);
+    c.debug.probe_seccomp = true;
+    c.seccomp = SeccompMode::Trap;
+    auto r = run_vm(c);
+    ASSERT_TRUE(r.has_value()) << r.error().to_string();
+    EXPECT_EQ(r->exit_status, 0);
+    ASSERT_TRUE(r->seccomp_probe_errno.has_value());
+    EXPECT_EQ(*r->seccomp_probe_errno, EPERM);
+    c.seccomp = SeccompMode::Off;
+    r = run_vm(c);
+    ASSERT_TRUE(r.has_value());
+    ASSERT_TRUE(r->seccomp_probe_errno.has_value());
+    EXPECT_EQ(*r->seccomp_probe_errno, 0);
 }
 
 }  // namespace
