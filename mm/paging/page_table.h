@@ -14,7 +14,8 @@
 // Every walk reaches table memory only through M::table and descends at most four
 // levels, so a corrupted table (garbage, self-loops, pointers outside memory) can make
 // an operation fail with Corrupted but never makes it read outside or loop.
-// Shared subtables (two entries pointing at the same table) are not detected; editing
+// Shared subtables (two entries pointing at the same table) are not detected (whole-tree
+// walks are bounded by kMaxTableVisits, so a tree sharing them heavily is Corrupted); editing
 // such a table through one path edits it for both, and destroy() would free it twice.
 //
 // Errors:
@@ -162,18 +163,27 @@ public:
     Status for_each_mapping(GuestVirtRange range, F&& fn) const {
         if (range.is_empty()) return ok();
         if (!is_canonical(range.start()) || !is_canonical(range.last())) return err(Error::InvalidParam);
+        uint64_t budget = kMaxTableVisits;
         MM_TRY_ASSIGN(bool go_on, visit<Level::Pml4>(m_root, 0, to_linear(range.start()), to_linear(range.last()),
-                                                     detail::WalkPerm{}, detail::TablePath{}, fn));
+                                                     detail::WalkPerm{}, detail::TablePath{}, fn, budget));
         (void)go_on;
         return ok();
     }
 
     // Every reachable table inside table memory, no reserved bits, no loops, no empty
-    // table below the root.
+    // table below the root, at most kMaxTableVisits tables reached.
     [[nodiscard]] bool check_invariants() const {
         if (m_mem == nullptr) return false;
-        return check_table<Level::Pml4>(m_root, detail::TablePath{});
+        uint64_t budget = kMaxTableVisits;
+        return check_table<Level::Pml4>(m_root, detail::TablePath{}, budget);
     }
+
+    // Whole-tree walks (for_each_mapping, check_invariants) enter at most this many
+    // tables, counting a table once per path that reaches it: a corrupt tree whose
+    // entries share subtables (T0 -> T1 -> T2 -> T3 through every entry) would
+    // otherwise take 512^3 visits, so past the budget the walk fails with Corrupted.
+    // 2^16 tables = 256 MiB of page tables, 128 GiB mapped with 4 KiB pages.
+    static constexpr uint64_t kMaxTableVisits = uint64_t{1} << 16;
 
     // Frees every table including the root (skipping entries that point outside table
     // memory or into a loop). The handle is unusable afterwards. Not for adopted tables
@@ -477,7 +487,9 @@ private:
 
     template <Level L, class F>
     Result<bool> visit(GuestFrame table, uint64_t base, uint64_t lo, uint64_t hi, detail::WalkPerm perm,
-                       detail::TablePath path, F& fn) const {
+                       detail::TablePath path, F& fn, uint64_t& budget) const {
+        if (budget == 0) return err(Error::Corrupted);
+        --budget;
         MM_TRY_ASSIGN(uint64_t * t, table_at(table));
         constexpr uint64_t kSpan = level_span(L);
         path = path.with(table);
@@ -496,7 +508,7 @@ private:
                 if (path.contains(e.frame())) return err(Error::Corrupted);
                 uint64_t sub_lo = lo > ebase ? lo : ebase;
                 uint64_t sub_hi = hi < ebase + kSpan - 1 ? hi : ebase + kSpan - 1;
-                MM_TRY_ASSIGN(bool go_on, visit<lower(L)>(e.frame(), ebase, sub_lo, sub_hi, p, path, fn));
+                MM_TRY_ASSIGN(bool go_on, visit<lower(L)>(e.frame(), ebase, sub_lo, sub_hi, p, path, fn, budget));
                 if (!go_on) return false;
             }
         }
@@ -506,7 +518,9 @@ private:
     // ---- invariants and teardown -------------------------------------------------------
 
     template <Level L>
-    bool check_table(GuestFrame table, detail::TablePath path) const {
+    bool check_table(GuestFrame table, detail::TablePath path, uint64_t& budget) const {
+        if (budget == 0) return false;
+        --budget;
         auto t = m_mem->table(table);
         if (!t) return false;
         const uint64_t* entries = *t;
@@ -520,7 +534,7 @@ private:
             if constexpr (L != Level::Pt) {
                 if (raw_is_leaf(raw, L)) continue;
                 auto child = Entry<L>::from_raw(raw).frame();
-                if (path.contains(child) || !check_table<lower(L)>(child, path)) return false;
+                if (path.contains(child) || !check_table<lower(L)>(child, path, budget)) return false;
             }
         }
         return L == Level::Pml4 || present > 0;

@@ -504,6 +504,28 @@ TEST_F(CorruptionTest, ReservedBits) {
     EXPECT_EQ(mem.live(), 0U);
 }
 
+// Every entry of the PML4, PDPT and PD points at the next one (shared subtables, no
+// loop): 512^3 paths. Whole-tree walks stop at the table-visit budget with Corrupted
+// instead of running for hours (found by fuzz_pagetable).
+TEST_F(CorruptionTest, SharedSubtablesExhaustTheWalkBudget) {
+    ASSERT_TRUE(pt.map(va(0x1000), pa(0x5000), PageSize::Size4K, kRW));
+    uint64_t* pdpt = child(root()[0]);
+    uint64_t* pd = child(pdpt[0]);
+    const uint64_t to_pdpt = root()[0], to_pd = pdpt[0], to_pt = pd[0];
+    for (size_t i = 0; i < 256; ++i) {  // the lower half: canonical addresses
+        root()[i] = to_pdpt;
+    }
+    for (size_t i = 0; i < 512; ++i) {
+        pdpt[i] = to_pd;
+        pd[i] = to_pt;
+    }
+    size_t seen = 0;
+    EXPECT_ERR(pt.for_each_mapping(vr(0, 0x0000'8000'0000'0000), [&seen](const Mapping&) { return ++seen, true; }),
+               Error::Corrupted);
+    EXPECT_FALSE(pt.check_invariants());
+    EXPECT_EQ(pt.query(va(0x1000)).value().phys, pa(0x5000));  // single walks are unaffected
+}
+
 TEST_F(CorruptionTest, LoopsAreDetected) {
     ASSERT_TRUE(pt.map(va(0x1000), pa(0), PageSize::Size4K, kRW));
     uint64_t* pdpt = child(root()[0]);
