@@ -42,5 +42,6 @@ int64_t run_hostile(uint32_t vcpu, const abi::BootInfo& boot);
 int64_t run_vmtest(uint32_t vcpu, const abi::BootInfo& boot);
 int64_t run_touch(uint32_t vcpu, const abi::BootInfo& boot);
 int64_t run_ramlist(uint32_t vcpu, const abi::BootInfo& boot);
+int64_t run_pfbench(uint32_t vcpu, const abi::BootInfo& boot);
 
 }  // namespace pv::guest

@@ -22,6 +22,8 @@ constexpr Program kPrograms[] = {
     {"vmtest", "guest-virtual memory scenarios (mmap/munmap/mprotect/brk, faults); p0 = scenario 1-9, p1 = pages",
      run_vmtest},
     {"ramlist", "prints the RAM map (gpa, size, node, kind) and reports ram.count/bytes/nodes", run_ramlist},
+    {"pfbench", "guest page-fault cost: p0 pages, p1 order (0 seq, 1 random), p2 flags (1 populate, 2 pass 2), p3 Nops",
+     run_pfbench},
 };
 
 constexpr mm::size_t kNameMax = sizeof(abi::BootInfo::workload);

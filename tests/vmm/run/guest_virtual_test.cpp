@@ -177,3 +177,29 @@ TEST(GuestVirtual, FramesComeFromTheFaultingVcpusNode) {
 
 }  // namespace
 }  // namespace pv::run
+
+namespace pv::run {
+namespace {
+
+// pfbench (the guest page-fault benchmark's program): lazy pages take one fault
+// each, populated pages none, bad params are refused.
+TEST(GuestVirtual, PfbenchCountsFaults) {
+    PV_REQUIRE_KVM();
+    RunConfig c = vmtest(0);
+    c.workload = "pfbench";
+    c.params = {512, 0, 0, 16, 0, 0, 0, 0};
+    RunResult r = run(c);
+    ASSERT_EQ(r.exit_status, 0) << text(r);
+    EXPECT_EQ(field(r, "pf.errors")->u64, 0u);
+    EXPECT_EQ(gv(r).faults, 512u);
+    c.params[2] = 1;  // populate
+    r = run(c);
+    ASSERT_EQ(r.exit_status, 0) << text(r);
+    EXPECT_EQ(gv(r).faults, 0u);
+    c.params[1] = 5;  // no such order
+    r = run(c);
+    EXPECT_EQ(r.exit_status, 2) << text(r);
+}
+
+}  // namespace
+}  // namespace pv::run
