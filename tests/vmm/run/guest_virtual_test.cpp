@@ -15,6 +15,21 @@
 namespace pv::run {
 namespace {
 
+memory::ZoneConfig zone(std::string id) {
+    memory::ZoneConfig z;
+    z.id = std::move(id);
+    z.size = 64ULL << 20;
+    return z;
+}
+
+memory::NumaNodeConfig node(uint32_t id, std::string zone_id) {
+    memory::NumaNodeConfig n;
+    n.guest_numa_id = id;
+    n.cpus = {id};
+    n.memory_zones = {std::move(zone_id)};
+    return n;
+}
+
 RunConfig vmtest(uint64_t scenario, uint64_t pages = 0, uint32_t vcpus = 1, bool fault_around = false) {
     RunConfig c;
     c.guest_path = PAGEVISOR_GUEST_IMAGE;
@@ -154,20 +169,8 @@ TEST(GuestVirtual, MunmapShootsDownTheOtherVcpusTranslation) {
 TEST(GuestVirtual, FramesComeFromTheFaultingVcpusNode) {
     PV_REQUIRE_KVM();
     RunConfig c = vmtest(10, 100, 2);
-    memory::ZoneConfig z0, z1;
-    z0.id = "m0";
-    z0.size = 64ULL << 20;
-    z1.id = "m1";
-    z1.size = 64ULL << 20;
-    c.memory_config.zones = {z0, z1};
-    memory::NumaNodeConfig n0, n1;
-    n0.guest_numa_id = 0;
-    n0.cpus = {0};
-    n0.memory_zones = {"m0"};
-    n1.guest_numa_id = 1;
-    n1.cpus = {1};
-    n1.memory_zones = {"m1"};
-    c.memory_config.nodes = {n0, n1};
+    c.memory_config.zones = {zone("m0"), zone("m1")};
+    c.memory_config.nodes = {node(0, "m0"), node(1, "m1")};
     RunResult r = run(c);
     expect_ok(r);
     ASSERT_EQ(gv(r).frames_per_node.size(), 2u);

@@ -23,6 +23,14 @@ uint64_t field(const RunResult& r, const std::string& key) {
     return ~0ULL;
 }
 
+memory::ZoneConfig zone(std::string id, uint64_t size, memory::ZoneBackend backend) {
+    memory::ZoneConfig z;
+    z.id = std::move(id);
+    z.size = size;
+    z.backend = backend;
+    return z;
+}
+
 RunConfig hostile(uint32_t vcpus, uint64_t calls, uint64_t seed) {
     RunConfig c;
     c.guest_path = PAGEVISOR_GUEST_IMAGE;
@@ -56,13 +64,8 @@ TEST(Hostile, HypercallFloodWithDemandMemory) {
     // Wild pointers into demand-paged RAM make the VMM's own guest accesses fault
     // through the userfaultfd server from vCPU threads: no deadlock, no crash.
     RunConfig c = hostile(2, 5000, 2);
-    memory::ZoneConfig m0, d0;
-    m0.id = "m0";
-    m0.size = 48ULL << 20;
-    d0.id = "d0";
-    d0.size = 256ULL << 20;
-    d0.backend = memory::ZoneBackend::Demand;
-    c.memory_config.zones = {m0, d0};
+    c.memory_config.zones = {zone("m0", 48ULL << 20, memory::ZoneBackend::Eager),
+                             zone("d0", 256ULL << 20, memory::ZoneBackend::Demand)};
     expect_survived(c, 10000);
 }
 
