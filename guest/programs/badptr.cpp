@@ -141,7 +141,9 @@ void report_field_cases(Tally& t) {
 void call_number_cases(Tally& t) {
     t.check("call: Nop", hypercall(abi::Call::Nop), 0);
     t.check("call: Version", hypercall(abi::Call::Version), int64_t(abi::kAbiVersion));
-    t.check("call: number 6 (undefined)", hypercall_raw(6), HcError::BadCall);
+    t.check("call: number 7 (undefined)", hypercall_raw(7), HcError::BadCall);
+    t.check("SetFaultHandler: non-canonical handler", hypercall(abi::Call::SetFaultHandler, 1ULL << 47),
+            HcError::Invalid);
     t.check("call: number 15 (undefined)", hypercall_raw(15), HcError::BadCall);
     t.check("call: number 32 (undefined)", hypercall_raw(32), HcError::BadCall);
     t.check("call: number 2^63", hypercall_raw(1ULL << 63), HcError::BadCall);

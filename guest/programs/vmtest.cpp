@@ -13,6 +13,9 @@
 //   8 huge       mmap 4 MiB with Huge, touch, munmap one 4 KiB page inside, the rest intact; exit 0
 //   9 oom        mmap 1 TiB with Populate -> NoMemory; exit 0 iff refused
 //  10 nodes      every vCPU mmaps N pages on its own node (first touch), touches them and keeps them; exit 0
+//  11 badhandler  the fault handler set to an unmapped address, then a read of unmapped memory: the handler
+//                 itself faults, pagevisor stops the guest (exit 6)
+//  12 nohandler   the fault handler cleared, then a read of unmapped memory: pagevisor reports it (exit 6)
 // Reports vm.scenario, vm.pages, vm.errors, vm.addr, vm.result.
 #include "guest/programs/programs.h"
 #include "guest/rt/console.h"
@@ -186,7 +189,12 @@ int64_t run_vmtest(uint32_t vcpu, const abi::BootInfo& boot) {
             int64_t p = mem_map(0, 1ULL << 40, kRW, abi::kMapPopulate);
             return finish(9, 0, p != static_cast<int64_t>(abi::MemError::NoMemory), 0, p);
         }
-        default: printf("vmtest: unknown scenario %lu (1-10)\n", scenario); return 2;
+        case 11:
+        case 12: {
+            (void)hypercall(abi::Call::SetFaultHandler, scenario == 11 ? 0x7000'0000'0000ULL : 0);
+            bad_access("read of unmapped", 0x6000'0000'0000ULL);
+        }
+        default: printf("vmtest: unknown scenario %lu (1-12)\n", scenario); return 2;
     }
 }
 

@@ -95,6 +95,7 @@ extern "C" void pv_rt_entry(mm::uint64_t vcpu, const pv::abi::BootInfo* boot) {
     using namespace pv::guest;
     if (vcpu == 0) {
         prepare_memory();
+        install_fault_handler();
         g_init_state.store(kInitDone, MemoryOrder::Release);
     } else {
         while (g_init_state.load(MemoryOrder::Acquire) != kInitDone) cpu_relax();

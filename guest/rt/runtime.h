@@ -33,6 +33,10 @@ const abi::BootInfo& boot_info();
 [[noreturn]] void panic(const char* msg);
 
 inline constexpr int64_t kPanicExitCode = 125;
+inline constexpr int64_t kSegvExitCode = 139;  // a page fault pagevisor could not serve (rt/fault.cpp)
+
+// Registers rt/fault.cpp's handler with pagevisor (done at start-up by vCPU 0).
+void install_fault_handler();
 inline constexpr int64_t kUnknownWorkloadExitCode = 127;
 
 // Length of a NUL-terminated string, looking at no more than `max` bytes.

@@ -29,13 +29,17 @@ inline constexpr uint32_t kAbiVersion = 1;
 inline constexpr uint64_t kBootMagic = 0x3176'7367'6170'7670ULL;  // "pvpagsv1" little-endian
 
 enum class Call : uint64_t {
-    Nop = 0,           // () -> 0; measures the round trip
-    Version = 1,       // () -> kAbiVersion
-    ConsoleWrite = 2,  // (const char* gva, u64 len) -> bytes written; len <= kMaxConsoleWrite
-    Exit = 3,          // (i64 code) -> does not return; the VM's exit status is code & 0xff
-    Report = 4,        // (const ReportField* gva, u64 count) -> count; count <= kMaxReportFields
-    VcpuStop = 5,      // () -> does not return; this vCPU stops. The VM ends with status 0 when every
-                       // vCPU has stopped, or with Exit's code as soon as any vCPU calls Exit.
+    Nop = 0,              // () -> 0; measures the round trip
+    Version = 1,          // () -> kAbiVersion
+    ConsoleWrite = 2,     // (const char* gva, u64 len) -> bytes written; len <= kMaxConsoleWrite
+    Exit = 3,             // (i64 code) -> does not return; the VM's exit status is code & 0xff
+    Report = 4,           // (const ReportField* gva, u64 count) -> count; count <= kMaxReportFields
+    SetFaultHandler = 6,  // (u64 handler gva) -> 0; 0 clears. A guest page fault pagevisor cannot serve then
+                          // resumes at `handler` (user mode, same stack) with rdi = fault address, rsi = RIP,
+                          // rdx = access (0 read, 1 write, 2 execute), rcx = reason (0 no mapping,
+                          // 1 not allowed, 2 corrupt page table); a fault inside the handler stops the VM.
+    VcpuStop = 5,         // () -> does not return; this vCPU stops. The VM ends with status 0 when every
+                          // vCPU has stopped, or with Exit's code as soon as any vCPU calls Exit.
     // 16..31 reserved for the memory calls (mmap, munmap, mprotect, brk, ...).
     Mmap = 16,
     Munmap = 17,

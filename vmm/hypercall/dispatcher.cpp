@@ -60,6 +60,7 @@ Dispatcher::CallResult Dispatcher::run_call(uint32_t vcpu, uint64_t nr, const ui
         case uint64_t(Call::Report): return report(vcpu, args, mem);
         case uint64_t(Call::Exit): r.outcome = Outcome{Outcome::Kind::Exit, static_cast<int64_t>(args[0])}; break;
         case uint64_t(Call::VcpuStop): r.outcome.kind = Outcome::Kind::VcpuStop; break;
+        case uint64_t(Call::SetFaultHandler): r.ret = m_services.set_fault_handler(vcpu, args[0]); break;
         default: r.ret = error_value(HcError::BadCall); break;
     }
     return r;

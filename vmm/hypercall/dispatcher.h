@@ -34,6 +34,10 @@ public:
     virtual ~VmServices() = default;
     virtual void console(uint32_t vcpu, std::string_view text) = 0;  // already sanitized (sanitize_console)
     virtual void report(uint32_t vcpu, std::span<const ReportValue> fields) = 0;  // already validated
+    // SetFaultHandler: the VM's guest fault handler (0 = none). Returns the call's ret.
+    virtual int64_t set_fault_handler(uint32_t /*vcpu*/, uint64_t /*gva*/) {
+        return static_cast<int64_t>(abi::HcError::BadCall);
+    }
 };
 
 class MemoryCalls {  // memory calls 16..31; without a handler they return HcError::BadCall

@@ -60,7 +60,8 @@ private:
         abi::HypercallPage* page = nullptr;
         pthread_t thread{};  // written before `started` is set
         std::atomic<bool> started{false};
-        std::atomic<int> cpu{-1};  // pinned CPU, -1: not pinned
+        std::atomic<int> cpu{-1};       // pinned CPU, -1: not pinned
+        bool in_fault_handler = false;  // a segmentation fault was delivered to the guest (vCPU thread only)
     };
 
     Machine(const RunConfig& config, kvm::Kvm kvm, loader::Image image, std::unique_ptr<MemorySystem> memsys);
@@ -73,6 +74,8 @@ private:
     Next on_hypercall(uint32_t i, const x86::ExitAction& action);
     Next on_exception(uint32_t i);
     Next on_page_fault(uint32_t i, const abi::ExceptionFrame& frame);
+    // Resumes vCPU i in the guest's fault handler (SetFaultHandler); false if there is none.
+    bool deliver_segv(uint32_t i, const abi::ExceptionFrame& frame, const paging::FaultResult& r);
     void kick(uint32_t i);
     Next on_stop(uint32_t i, const x86::ExitAction& action);
     // The unmapped-access message for an MMIO exit, naming the area it hit.

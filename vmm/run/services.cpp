@@ -13,6 +13,12 @@ void Services::emit_locked(uint32_t vcpu, std::string_view line) {
     if (m_sink) m_sink(out);
 }
 
+int64_t Services::set_fault_handler(uint32_t /*vcpu*/, uint64_t gva) {
+    if (gva >= (uint64_t{1} << 47)) return static_cast<int64_t>(abi::HcError::Invalid);
+    m_fault_handler.store(gva, std::memory_order_release);
+    return 0;
+}
+
 void Services::console(uint32_t vcpu, std::string_view text) {
     std::lock_guard guard(m_lock);
     if (vcpu >= m_vcpus) return;

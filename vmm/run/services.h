@@ -4,6 +4,8 @@
 // when the VM has more than one vCPU.
 #pragma once
 
+#include <atomic>
+
 #include <functional>
 #include <mutex>
 #include <string>
@@ -21,6 +23,9 @@ public:
 
     void console(uint32_t vcpu, std::string_view text) override;
     void report(uint32_t vcpu, std::span<const hc::ReportValue> fields) override;
+    // Any canonical lower-half (user) address or 0; Invalid otherwise.
+    int64_t set_fault_handler(uint32_t vcpu, uint64_t gva) override;
+    [[nodiscard]] uint64_t fault_handler() const { return m_fault_handler.load(std::memory_order_acquire); }
 
     // Emits unterminated lines, then moves the collected text and reports out.
     void finish(std::string& console, std::vector<ReportEntry>& reports);
@@ -28,6 +33,7 @@ public:
 private:
     void emit_locked(uint32_t vcpu, std::string_view line);
 
+    std::atomic<uint64_t> m_fault_handler{0};
     std::mutex m_lock;
     uint32_t m_vcpus;
     std::function<void(std::string_view)> m_sink;

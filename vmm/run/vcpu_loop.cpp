@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
 
 #include <cstdio>
 #include <mutex>
@@ -213,12 +214,33 @@ Machine::Next Machine::on_page_fault(uint32_t i, const abi::ExceptionFrame& fram
                           x86::hex(frame.cr2) + ", RIP " + x86::hex(frame.rip) + ", vCPU " + std::to_string(i) + ")"});
         return Next::EndVcpu;
     }
+    if (deliver_segv(i, frame, r)) return Next::Continue;
     static constexpr const char* kReason[] = {"no mapping", "not allowed by the mapping", "corrupt page table"};
-    stop_vm(std::nullopt, Error{ErrorKind::GuestFault, 0,
-                                "guest segmentation fault: " + std::string(access) + " at GVA " + x86::hex(frame.cr2) +
-                                    " (" + kReason[static_cast<int>(r.reason)] + ") at RIP " + x86::hex(frame.rip) +
-                                    " (vCPU " + std::to_string(i) + ")"});
+    const bool nested = m_per_vcpu[i].in_fault_handler;
+    stop_vm(std::nullopt,
+            Error{ErrorKind::GuestFault, 0,
+                  "guest segmentation fault: " + std::string(access) + " at GVA " + x86::hex(frame.cr2) + " (" +
+                      kReason[static_cast<int>(r.reason)] + ") at RIP " + x86::hex(frame.rip) +
+                      (nested ? " in the guest's fault handler" : "") + " (vCPU " + std::to_string(i) + ")"});
     return Next::EndVcpu;
+}
+
+// The stub's iretq returns to the frame's RIP: point it at the handler and pass
+// the fault in rdi/rsi/rdx/rcx (registers the stub does not touch).
+bool Machine::deliver_segv(uint32_t i, const abi::ExceptionFrame& frame, const paging::FaultResult& r) {
+    const uint64_t handler = m_services.fault_handler();
+    if (handler == 0 || m_per_vcpu[i].in_fault_handler) return false;
+    auto frame_addr = mm::GuestPhysAddr(layout::kernel_stack_top(i) - sizeof(abi::ExceptionFrame) +
+                                        offsetof(abi::ExceptionFrame, rip));
+    auto regs = m_vcpus[i].get_regs();
+    if (!regs || !m_mem.write<uint64_t>(frame_addr, handler)) return false;
+    regs->rdi = frame.cr2;
+    regs->rsi = frame.rip;
+    regs->rdx = static_cast<uint64_t>(r.access);
+    regs->rcx = static_cast<uint64_t>(r.reason);
+    if (!m_vcpus[i].set_regs(*regs)) return false;
+    m_per_vcpu[i].in_fault_handler = true;
+    return true;
 }
 
 void Machine::kick(uint32_t i) {

@@ -78,16 +78,19 @@ void expect_ok(const RunResult& r) {
     EXPECT_EQ(e->u64, 0u);
 }
 
+// The guest's own fault handler reported the segmentation fault and exited 139.
 void expect_segv(const RunResult& r, const std::string& what, const std::string& access, const std::string& why,
                  uint32_t vcpu = 0) {
-    ASSERT_EQ(r.exit_status, 6) << text(r);
-    ASSERT_TRUE(r.error.has_value());
-    const std::string& m = r.error->message;
-    EXPECT_NE(m.find("guest segmentation fault: " + access + " at GVA " + announced(r, what) + " (" + why + ")"),
-              std::string::npos)
-        << m << "\n"
-        << r.console;
-    EXPECT_NE(m.find("(vCPU " + std::to_string(vcpu) + ")"), std::string::npos) << m;
+    ASSERT_EQ(r.exit_status, 139) << text(r);
+    EXPECT_FALSE(r.error) << text(r);
+    const std::string line = "pvguest: segmentation fault: " + access + " at " + announced(r, what) + " (" + why + ")";
+    EXPECT_NE(r.console.find(line), std::string::npos) << line << "\n" << r.console;
+    const auto* addr = field(r, "segv.addr");
+    const auto* v = field(r, "segv.vcpu");
+    ASSERT_NE(addr, nullptr);
+    ASSERT_NE(v, nullptr);
+    EXPECT_EQ(addr->u64, std::stoull(announced(r, what), nullptr, 16));
+    EXPECT_EQ(v->u64, vcpu);
     EXPECT_GE(gv(r).segv, 1u);
 }
 
@@ -176,6 +179,28 @@ TEST(GuestVirtual, FramesComeFromTheFaultingVcpusNode) {
     ASSERT_EQ(gv(r).frames_per_node.size(), 2u);
     EXPECT_EQ(gv(r).frames_per_node[0], 100u);
     EXPECT_EQ(gv(r).frames_per_node[1], 100u);
+}
+
+// Without a usable guest handler pagevisor reports the fault itself (exit 6).
+TEST(GuestVirtual, FaultInTheGuestHandlerStopsTheGuest) {
+    PV_REQUIRE_KVM();
+    RunResult r = run(vmtest(11));
+    ASSERT_EQ(r.exit_status, 6) << text(r);
+    ASSERT_TRUE(r.error);
+    EXPECT_NE(r.error->message.find("guest segmentation fault: execute at GVA 0x700000000000 (no mapping)"),
+              std::string::npos)
+        << r.error->message;
+    EXPECT_NE(r.error->message.find("in the guest's fault handler"), std::string::npos) << r.error->message;
+}
+
+TEST(GuestVirtual, WithoutAGuestHandlerPagevisorReports) {
+    PV_REQUIRE_KVM();
+    RunResult r = run(vmtest(12));
+    ASSERT_EQ(r.exit_status, 6) << text(r);
+    ASSERT_TRUE(r.error);
+    EXPECT_NE(r.error->message.find("guest segmentation fault: read at GVA 0x600000000000 (no mapping) at RIP 0x"),
+              std::string::npos)
+        << r.error->message;
 }
 
 }  // namespace
