@@ -15,7 +15,9 @@
 // CPU exceptions at CPL3 enter a CPL0 stub (layout::kExceptionStubsAddr) that
 // pushes an ExceptionFrame on the vCPU's kernel stack and does `out` to
 // layout::kExceptionPort; the VMM reads the frame from guest memory. In ABI v1
-// every exception is fatal and reported (vector, error code, RIP, CR2).
+// a #PF is served by pagevisor (page mapped, or a segmentation fault delivered to
+// the guest's SetFaultHandler handler); every other exception is fatal and
+// reported (vector, error code, RIP, CR2).
 // Stub for vector v at kExceptionStubsAddr + 16*v: `push $0` (vectors without an
 // error code), `push $v`, jump to common code: `push %rax; mov %cr2,%rax;
 // push %rax; out %al,$kExceptionPort; pop %rax; pop %rax; add $16,%rsp; iretq`.
