@@ -27,7 +27,7 @@
 
 namespace pv::abi {
 
-inline constexpr uint32_t kAbiVersion = 1;
+inline constexpr uint32_t kAbiVersion = 2;
 inline constexpr uint64_t kBootMagic = 0x3176'7367'6170'7670ULL;  // "pvpagsv1" little-endian
 
 enum class Call : uint64_t {
@@ -90,6 +90,20 @@ struct ReportField {
 };
 static_assert(sizeof(ReportField) == 40);
 
+// Arguments of the allocator workloads (`pagevisor run --ops/--heap/...`,
+// docs/guest.md "Allocator workloads"); zero = the workload's default. Other
+// programs ignore them.
+struct WorkloadArgs {
+    uint64_t ops;          // operations to perform (per vCPU for multi-vCPU workloads)
+    uint64_t heap_bytes;   // bytes of heap the workload maps (per heap)
+    uint64_t max_block;    // largest block/request in bytes (byte allocators) or pages (page allocators)
+    uint64_t check_every;  // run check_invariants() every this many operations
+    uint64_t flags;        // kWorkload* bits
+};
+inline constexpr uint64_t kWorkloadPopulate = 1;  // map heaps with kMapPopulate (eager) instead of on demand
+inline constexpr uint64_t kWorkloadCorrupt = 2;   // test only: corrupt one live block so verification must fail
+inline constexpr uint64_t kWorkloadKnownFlags = kWorkloadPopulate | kWorkloadCorrupt;
+
 // Read-only page at layout::kBootInfoAddr, written by the VMM before the first entry.
 // How a guest-physical RAM range is backed (BootInfo::ram).
 enum class RamKind : uint32_t {
@@ -126,6 +140,8 @@ struct BootInfo {
     uint32_t ram_count;       // entries used in ram[]
     uint32_t vcpu_node[32];   // guest NUMA node of vCPU i (layout::kMaxVcpus entries)
     RamRange ram[kMaxRamRanges];
+    uint64_t tsc_khz;   // the vCPU's TSC frequency (KVM_GET_TSC_KHZ); 0 = unknown
+    WorkloadArgs args;  // allocator workload arguments
 };
 static_assert(sizeof(BootInfo) <= 4096);
 

@@ -33,6 +33,11 @@ Status Vm::delete_memory_region(uint32_t slot) const {
 
 bool Vm::supports_readonly_memory() const { return ::ioctl(m_fd.get(), KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM) > 0; }
 
+uint64_t Vm::tsc_khz() const {
+    const int khz = ::ioctl(m_fd.get(), KVM_GET_TSC_KHZ, 0);
+    return khz > 0 ? static_cast<uint64_t>(khz) : 0;
+}
+
 Status Vm::set_tss_addr(uint64_t gpa) const {
     if (::ioctl(m_fd.get(), KVM_SET_TSS_ADDR, static_cast<unsigned long>(gpa)) < 0)
         return errno_error(ErrorKind::Kvm, "KVM_SET_TSS_ADDR failed");

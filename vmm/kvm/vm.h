@@ -21,6 +21,9 @@ public:
     [[nodiscard]] Status delete_memory_region(uint32_t slot) const;
     // KVM_CHECK_EXTENSION(KVM_CAP_READONLY_MEM) on this VM.
     [[nodiscard]] bool supports_readonly_memory() const;
+    // The guest TSC frequency in kHz (KVM_GET_TSC_KHZ on the VM fd; PVM answers it
+    // without advertising KVM_CAP_VM_TSC_CONTROL); 0 when the kernel cannot say.
+    [[nodiscard]] uint64_t tsc_khz() const;
     [[nodiscard]] Expected<Vcpu> create_vcpu(uint32_t id) const;
     [[nodiscard]] Status set_tss_addr(uint64_t gpa) const;
     [[nodiscard]] Status set_identity_map_addr(uint64_t gpa) const;

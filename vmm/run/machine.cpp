@@ -74,6 +74,8 @@ Status Machine::boot(Clock::time_point created) {
     boot.seed = m_config.seed;
     boot.workload = m_config.workload;
     boot.params = m_config.params;
+    boot.args = m_config.workload_args;
+    boot.tsc_khz = m_vm->tsc_khz();
     boot.ram = m_memsys->ram_map();
     boot.vcpu_node = m_memsys->vcpu_nodes(m_config.vcpus);
     boot.node_count = static_cast<uint32_t>(m_memsys->config().nodes.size());

@@ -44,11 +44,12 @@ enum class SeccompMode {
 };
 
 struct RunConfig {
-    std::string guest_path;            // ELF image (vmm/loader)
-    std::string workload = "hello";    // BootInfo::workload
-    std::array<uint64_t, 8> params{};  // BootInfo::params
-    uint64_t seed = 0;                 // BootInfo::seed
-    uint64_t memory = 256ULL << 20;    // bytes of guest RAM when memory_config has no zones
+    std::string guest_path;             // ELF image (vmm/loader)
+    std::string workload = "hello";     // BootInfo::workload
+    std::array<uint64_t, 8> params{};   // BootInfo::params
+    uint64_t seed = 0;                  // BootInfo::seed
+    abi::WorkloadArgs workload_args{};  // BootInfo::args (allocator workloads)
+    uint64_t memory = 256ULL << 20;     // bytes of guest RAM when memory_config has no zones
     // Zones, guest NUMA nodes and fault-around (docs/memory-config.md). No zones:
     // one eager zone "mem0" of `memory` bytes on guest node 0.
     memory::MemoryConfig memory_config;

@@ -67,6 +67,8 @@ Status write_boot_structures(const memory::GuestMemory& mem, const BootConfig& c
     info.seed = config.seed;
     std::memcpy(info.workload, config.workload.data(), config.workload.size());
     for (size_t i = 0; i < config.params.size(); ++i) info.params[i] = config.params[i];
+    info.args = config.args;
+    info.tsc_khz = config.tsc_khz;
     static_assert(sizeof info.vcpu_node / sizeof info.vcpu_node[0] == layout::kMaxVcpus);
     if (config.ram.size() > abi::kMaxRamRanges)
         return make_error(ErrorKind::Usage, "guest memory has " + std::to_string(config.ram.size()) +

@@ -28,6 +28,8 @@ struct BootConfig {
     uint64_t seed = 0;
     std::string workload;  // at most 31 bytes (Usage error otherwise)
     std::array<uint64_t, 8> params{};
+    abi::WorkloadArgs args{};
+    uint64_t tsc_khz = 0;  // 0 = unknown
     // BootInfo's RAM map (at most abi::kMaxRamRanges, sorted, >= kFreeRamStart)
     // and the guest NUMA node of each vCPU (empty: all on node 0).
     std::vector<abi::RamRange> ram;
