@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -209,6 +210,11 @@ std::vector<std::string_view> allowed_syscalls(ThreadProfile profile) {
     for (const Rule& r : profile_rules(profile)) out.emplace_back(r.name);
     for (const Rule& r : kSanitizerRuntime) out.emplace_back(r.name);
     return out;
+}
+
+void prepare_stdio() {
+    static char buffer[BUFSIZ];
+    (void)std::setvbuf(stdout, buffer, ::isatty(STDOUT_FILENO) != 0 ? _IOLBF : _IOFBF, sizeof buffer);
 }
 
 std::string_view to_string(ThreadProfile profile) { return profile == ThreadProfile::Vcpu ? "vcpu" : "fault-server"; }

@@ -46,4 +46,12 @@ enum class Action {
 
 [[nodiscard]] std::string_view to_string(ThreadProfile profile);
 
+// Gives stdout a buffer of our own (line-buffered on a terminal, fully buffered
+// otherwise), decided on the calling thread. Without it glibc sets the buffer up
+// on the stream's first write -- from a filtered vCPU thread printing console
+// lines -- and, when stdout is a character device such as /dev/null, asks
+// ioctl(TCGETS) whether it is a terminal: a call the Vcpu profile forbids. Call
+// once from main() before any filtered thread exists and before any output.
+void prepare_stdio();
+
 }  // namespace pv::sandbox
