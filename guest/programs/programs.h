@@ -43,5 +43,7 @@ int64_t run_vmtest(uint32_t vcpu, const abi::BootInfo& boot);
 int64_t run_touch(uint32_t vcpu, const abi::BootInfo& boot);
 int64_t run_ramlist(uint32_t vcpu, const abi::BootInfo& boot);
 int64_t run_pfbench(uint32_t vcpu, const abi::BootInfo& boot);
+// The allocator workloads (alloc.cpp): one entry point, the kind chosen by BootInfo::workload.
+int64_t run_alloc_workload(uint32_t vcpu, const abi::BootInfo& boot);
 
 }  // namespace pv::guest

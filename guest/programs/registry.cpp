@@ -24,6 +24,15 @@ constexpr Program kPrograms[] = {
     {"ramlist", "prints the RAM map (gpa, size, node, kind) and reports ram.count/bytes/nodes", run_ramlist},
     {"pfbench", "guest page-fault cost: p0 pages, p1 order (0 seq, 1 random), p2 flags (1 populate, 2 pass 2), p3 Nops",
      run_pfbench},
+    // Allocator workloads: BootInfo::args (ops, heap, max_block, check_every, flags) and seed; docs/guest.md.
+    {"slab-churn", "SlabHeap: random sizes/alignments, alloc/free mix, every block verified", run_alloc_workload},
+    {"buddy-churn", "Buddy: random sizes/alignments, alloc/free mix, every block verified", run_alloc_workload},
+    {"tlsf-churn", "Tlsf: random sizes/alignments, alloc/free mix, every block verified", run_alloc_workload},
+    {"frames", "bitmap page allocator over heap pages: random runs, alignments, fixed addresses", run_alloc_workload},
+    {"ids", "ID allocator: random counts, alignments, fixed IDs; one tag per ID in the heap", run_alloc_workload},
+    {"frag", "TLSF fill / punch holes / large requests / drain rounds (wl.stat.large_ok/fail)", run_alloc_workload},
+    {"sparse", "maps a large heap (256 MiB), touches a random 1/64 of its pages, verifies", run_alloc_workload},
+    {"multi", "every vCPU: churn on its own heap + a shared LockedHeap behind a SpinLock", run_alloc_workload},
 };
 
 constexpr mm::size_t kNameMax = sizeof(abi::BootInfo::workload);
@@ -54,7 +63,7 @@ int64_t run_workload(uint32_t vcpu, const abi::BootInfo& boot) {
 int64_t run_help(uint32_t vcpu, const abi::BootInfo&) {
     if (vcpu != 0) vcpu_stop();
     print("pvguest programs (select with the workload name; params are BootInfo::params):\n");
-    for (const Program& p : kPrograms) printf("  %-10s %s\n", p.name, p.summary);
+    for (const Program& p : kPrograms) printf("  %-12s %s\n", p.name, p.summary);
     return 0;
 }
 
