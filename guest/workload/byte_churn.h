@@ -290,7 +290,10 @@ Result run_multi_vcpu(const Params& p, Env& env, MultiShared<Lock>& sh, Mappings
 template <class Env>
 Result run_multi(const Params& p, Env& env) {
     auto& sh = env.shared();
-    Mappings<Env> maps(env);  // given back after vCPU 0 has aggregated (it waits for everyone)
+    // vCPU 0's (the shared heap's) are given back after it has aggregated; the others
+    // give theirs back before they count themselves done, so that when vCPU 0 reports
+    // (and exits), every other vCPU's heap is already unmapped.
+    Mappings<Env> maps(env);
     Result setup;             // vCPU 0: the shared heap's mapping and init checks
     if (p.vcpu == 0) setup_shared(p, maps, sh, setup);
     while (atomic_load(sh.state) == kSharedPending) env.relax();
@@ -304,6 +307,7 @@ Result run_multi(const Params& p, Env& env) {
     }
     mine.heap_reinit_error = setup.heap_reinit_error;
     sh.results[p.vcpu] = mine;
+    if (p.vcpu != 0) maps.release();
     __atomic_fetch_add(&sh.done, 1, __ATOMIC_ACQ_REL);
     if (p.vcpu != 0) return mine;
     while (atomic_load(sh.done) < p.vcpus) env.relax();

@@ -268,8 +268,11 @@ template <class Env>
 class Mappings {
 public:
     explicit Mappings(Env& env) : m_env(env) {}
-    ~Mappings() {
+    ~Mappings() { release(); }
+    // Gives every mapping back now (the destructor then has nothing left to do).
+    void release() {
         for (uint32_t i = 0; i < m_count; ++i) m_env.unmap(m_ptr[i], m_len[i]);
+        m_count = 0;
     }
     Mappings(const Mappings&) = delete;
     Mappings& operator=(const Mappings&) = delete;
