@@ -29,14 +29,21 @@
 //                  bit, or a loop. Range operations stop there: pages before it in
 //                  address order may already have been changed.
 //
-// Concurrency: single writer. Callers serialise every mutating call (and the
-// TableMemory) with one lock. Hardware walkers (vCPUs) and lock-free readers may run
-// concurrently with a writer: every table is fully initialised (zeroed by M, or filled
-// on a split) before the release store that publishes it, and a split replaces the huge
-// entry with one atomic exchange, so a walker sees either the huge page or the complete
-// table with the same translations. A/D bits set by hardware are preserved (atomic RMW).
-// Tables freed on unmap are handed to M::free_table at once: if vCPUs may still cache
-// them (paging-structure caches), M must not reuse such a frame before the caller's TLB
+// Concurrency: single writer, with one exception. Callers serialise every mutating call
+// (and the TableMemory) with one lock, except install(): several threads may call
+// install() at once (each through its own handle/TableMemory if M is not thread-safe)
+// as long as no other mutating call runs meanwhile (a big-reader lock: installers share
+// it, everything else takes it exclusively). install() only adds: it links a missing
+// table or writes a missing leaf with one compare-and-swap on the entry, so two
+// installers of the same entry cannot both win, the loser never overwrites the winner's
+// entry, and a loser's table (never published) goes back to M::free_table.
+// Hardware walkers (vCPUs) and lock-free readers may run concurrently with a writer:
+// every table is fully initialised (zeroed by M, or filled on a split) before the
+// release store that publishes it, and a split replaces the huge entry with one atomic
+// exchange, so a walker sees either the huge page or the complete table with the same
+// translations. A/D bits set by hardware are preserved (atomic RMW). Tables freed on
+// unmap are handed to M::free_table at once: if vCPUs may still cache them
+// (paging-structure caches), M must not reuse such a frame before the caller's TLB
 // shootdown. No TLB maintenance happens here.
 #pragma once
 
@@ -100,6 +107,28 @@ public:
             !pa.is_aligned(bytes(size)) || pa.value() >= kPhysAddrLimit || !is_valid_leaf_perm(perm))
             return err(Error::InvalidParam);
         return map_validated(to_linear(va), GuestFrame::containing(pa), size, perm_to_flags(perm));
+    }
+
+    // Map one page if nothing is mapped there, safe against concurrent install() calls
+    // on the same table (see Concurrency above). AlreadyExists when a present entry
+    // already covers va (another installer won the race, or it was mapped before): that
+    // entry is never replaced. NoMemory, before any change, when the intermediate tables
+    // the walk lacks cannot all be allocated up front. InvalidParam as for map(); Corrupted
+    // when the walk meets a corrupted entry. Intermediate tables linked before a later
+    // failure stay linked (another installer may already use them): they are empty only
+    // if that failure was Corrupted. M::free_table receives only tables never linked.
+    Status install(GuestVirtAddr va, GuestPhysAddr pa, PageSize size, Perm perm) {
+        if (!is_valid_page_size(size) || !is_canonical(va) || !va.is_aligned(bytes(size)) ||
+            !pa.is_aligned(bytes(size)) || pa.value() >= kPhysAddrLimit || !is_valid_leaf_perm(perm))
+            return err(Error::InvalidParam);
+        uint64_t lin = to_linear(va);
+        Level target = level_of(size);
+        MM_TRY_ASSIGN(size_t missing, missing_tables(lin, target));
+        detail::TablePool<M> pool;
+        MM_TRY(pool.fill(m_mem, missing));
+        Status r = install_walk(lin, target, GuestFrame::containing(pa), perm_to_flags(perm) & ~pte::kPresent, pool);
+        pool.release(m_mem);
+        return r;
     }
 
     // Map a whole range linearly (va+i -> pa+i), using 2M/1G pages where va, pa and the
@@ -244,6 +273,70 @@ private:
             table = GuestFrame((raw & pte::kAddrMask) >> kPageShift);
             if (path.contains(table)) return err(Error::Corrupted);
         }
+    }
+
+    // ---- install (concurrent map of one page) -----------------------------------------
+
+    // Tables missing on the way from the root to level `target` for lin. Tables are
+    // only ever added while installers run, so this bounds what install_walk needs.
+    Result<size_t> missing_tables(uint64_t lin, Level target) const {
+        GuestFrame table = m_root;
+        detail::TablePath path;
+        for (Level l = Level::Pml4; l != target; l = lower(l)) {
+            MM_TRY_ASSIGN(uint64_t * t, table_at(table));
+            uint64_t raw = slot_load(t + table_index(lin, l));
+            if (!raw_is_present(raw)) return static_cast<size_t>(level_index(l) - level_index(target));
+            if (raw_has_reserved_bits(raw, l)) return err(Error::Corrupted);
+            if (raw_is_leaf(raw, l)) return err(Error::AlreadyExists);
+            path.push(table);
+            table = GuestFrame((raw & pte::kAddrMask) >> kPageShift);
+            if (path.contains(table)) return err(Error::Corrupted);
+        }
+        return size_t{0};
+    }
+    static constexpr unsigned level_index(Level l) { return static_cast<unsigned>(l); }
+
+    Status install_walk(uint64_t lin, Level target, GuestFrame frame, uint64_t attrs, detail::TablePool<M>& pool) {
+        GuestFrame table = m_root;
+        detail::TablePath path;
+        for (Level l = Level::Pml4;; l = lower(l)) {
+            MM_TRY_ASSIGN(uint64_t * t, table_at(table));
+            uint64_t* slot = t + table_index(lin, l);
+            uint64_t raw = slot_load(slot);
+            if (l == target) {
+                if (raw_is_present(raw)) return err(Error::AlreadyExists);
+                uint64_t leaf = raw_make_leaf(frame, attrs, l);
+                return slot_compare_exchange(slot, raw, leaf) ? ok() : Status(err(Error::AlreadyExists));
+            }
+            if (!raw_is_present(raw)) {
+                MM_TRY_ASSIGN(raw, link_or_adopt(slot, raw, pool));
+            }
+            if (raw_has_reserved_bits(raw, l)) return err(Error::Corrupted);
+            if (raw_is_leaf(raw, l)) return err(Error::AlreadyExists);
+            path.push(table);
+            table = GuestFrame((raw & pte::kAddrMask) >> kPageShift);
+            if (path.contains(table)) return err(Error::Corrupted);
+        }
+    }
+
+    static uint64_t raw_make_leaf(GuestFrame frame, uint64_t attrs, Level l) {
+        switch (l) {
+            case Level::Pt: return Entry<Level::Pt>::make_leaf(frame, attrs).raw();
+            case Level::Pd: return Entry<Level::Pd>::make_leaf(frame, attrs).raw();
+            case Level::Pdpt: return Entry<Level::Pdpt>::make_leaf(frame, attrs).raw();
+            case Level::Pml4: break;
+        }
+        panic();
+    }
+
+    // Links a zeroed table from the pool into the empty *slot (which held `seen`), or,
+    // if another installer linked one first, keeps the pool's table and returns theirs.
+    Result<uint64_t> link_or_adopt(uint64_t* slot, uint64_t seen, detail::TablePool<M>& pool) {
+        MM_TRY_ASSIGN(GuestFrame child, pool.take(m_mem));
+        uint64_t link = Entry<Level::Pd>::make_table(child).raw();  // table entries are alike at every level
+        if (slot_compare_exchange(slot, seen, link)) return link;
+        pool.put(child);  // still zeroed: never published
+        return seen;
     }
 
     // ---- map ---------------------------------------------------------------------------

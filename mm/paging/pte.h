@@ -150,6 +150,11 @@ MM_PTE_INLINE void slot_store(uint64_t* slot, uint64_t v) { __atomic_store_n(slo
 MM_PTE_INLINE uint64_t slot_exchange(uint64_t* slot, uint64_t v) {
     return __atomic_exchange_n(slot, v, __ATOMIC_ACQ_REL);
 }
+// Writes `desired` only if the slot still holds `expected`; otherwise `expected`
+// receives what the slot holds. The one primitive of concurrent installers.
+MM_PTE_INLINE bool slot_compare_exchange(uint64_t* slot, uint64_t& expected, uint64_t desired) {
+    return __atomic_compare_exchange_n(slot, &expected, desired, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
 MM_PTE_INLINE uint64_t slot_fetch_and(uint64_t* slot, uint64_t v) {
     return __atomic_fetch_and(slot, v, __ATOMIC_ACQ_REL);
 }

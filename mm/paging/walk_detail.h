@@ -87,6 +87,11 @@ struct TablePool {
         if (count > 0) return frames[--count];
         return mem->alloc_table();
     }
+    // Returns an unused (still zeroed, never published) table taken from this pool.
+    void put(GuestFrame f) {
+        MM_ASSERT(count < kCapacity);
+        frames[count++] = f;
+    }
     void release(M* mem) {
         while (count > 0) mem->free_table(frames[--count]);
     }

@@ -67,6 +67,12 @@ int run() {
     if (!adopted.query(GuestVirtAddr(0x40'0000))) return 11;
     x86::PdEntry e = x86::PdEntry::make_leaf(GuestPhysAddr(0x20'0000), kPermRW);
     if (!e.is_leaf() || e.split_child(3).phys().value() != 0x20'3000) return 12;
+    // install: only where nothing is mapped, never replacing a present entry.
+    if (!pt.install(GuestVirtAddr(0x7f00'0000'0000), GuestPhysAddr(0x5000), PageSize::Size4K, kPermRW)) return 14;
+    auto again = pt.install(GuestVirtAddr(0x7f00'0000'0000), GuestPhysAddr(0x6000), PageSize::Size4K, kPermRW);
+    if (again || again.error() != Error::AlreadyExists) return 15;
+    auto kept = pt.translate(GuestVirtAddr(0x7f00'0000'0000));
+    if (!kept || kept->value() != 0x5000 || !pt.check_invariants()) return 16;
     pt.destroy();
     return g_mem.live() == 0 && n == 1 + 2 + 511 + 511 ? 0 : 13;
 }

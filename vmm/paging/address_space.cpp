@@ -44,14 +44,30 @@ GuestAddressSpace::GuestAddressSpace(const AddressSpaceConfig& config, HostAcces
       m_tables(m_access, frames, boot_pool),
       m_pt(GvaPageTable::adopt(&m_tables, mm::GuestFrame(0))),
       m_ctx(m_pt, m_tables, frames, m_access),
-      m_next_fault(config.vcpus, 0) {}
+      m_vcpu(std::make_unique<VcpuSlot[]>(config.vcpus)) {}
+
+GuestAddressSpace::Exclusive::Exclusive(const GuestAddressSpace& as) : m_as(as) {
+    for (uint32_t i = 0; i < as.m_config.vcpus; ++i) as.m_vcpu[i].lock.lock();
+}
+
+GuestAddressSpace::Exclusive::~Exclusive() {
+    for (uint32_t i = m_as.m_config.vcpus; i > 0; --i) m_as.m_vcpu[i - 1].lock.unlock();
+}
+
+void GuestAddressSpace::init_vcpu_slots() {
+    for (uint32_t i = 0; i < m_config.vcpus; ++i) {
+        m_vcpu[i].tables = VcpuTableMemory(&m_tables, i);
+        m_vcpu[i].pt.emplace(VcpuPageTable::adopt(&m_vcpu[i].tables, m_pt.root()));
+    }
+}
 
 Expected<std::unique_ptr<GuestAddressSpace>> GuestAddressSpace::create(const AddressSpaceConfig& config,
                                                                        HostAccess access, FrameProvider& frames,
                                                                        x86::TablePool* boot_pool,
                                                                        std::optional<mm::GuestFrame> root) {
     static_assert(Set::node_align() <= __STDCPP_DEFAULT_NEW_ALIGNMENT__);
-    if (config.vcpus == 0 || config.max_areas == 0 || frames.node_count() == 0 || frames.node_count() > 254)
+    if (config.vcpus == 0 || config.max_areas == 0 || frames.node_count() == 0 || frames.node_count() > 254 ||
+        frames.frame_limit() == 0)
         return make_error(ErrorKind::Invalid, "address space: bad configuration");
     std::unique_ptr<GuestAddressSpace> as(new GuestAddressSpace(config, std::move(access), frames, boot_pool));
     as->m_node_storage = std::make_unique<std::byte[]>(config.max_areas * Set::node_bytes());
@@ -67,24 +83,25 @@ Expected<std::unique_ptr<GuestAddressSpace>> GuestAddressSpace::create(const Add
         as->m_pt = *pt;
         as->m_owns_root = true;
     }
+    as->init_vcpu_slots();
     return as;
 }
 
 GuestAddressSpace::~GuestAddressSpace() {
-    std::lock_guard lock(m_lock);
+    Exclusive lock(*this);
     if (m_set) (void)m_set->clear(m_ctx);  // returns the frames of demand areas
     if (m_owns_root) m_pt.destroy();
     m_ctx.finish(nullptr);  // the VM no longer runs: no shootdown needed
 }
 
 void GuestAddressSpace::set_shootdown(std::function<void()> fn) {
-    std::lock_guard lock(m_lock);
+    Exclusive lock(*this);
     m_shootdown = std::move(fn);
 }
 
 template <class Fn>
 auto GuestAddressSpace::locked_op(Caller c, Fn&& fn) {
-    std::lock_guard lock(m_lock);
+    Exclusive lock(*this);
     m_ctx.set_origin(c.vcpu, c.node);
     auto r = fn();
     m_ctx.finish(m_shootdown);
@@ -212,7 +229,7 @@ bool GuestAddressSpace::is_vmm_range(GuestVirtRange r) { return !r.overlaps(kUse
 mm::Status GuestAddressSpace::unmap_vmm_area(GuestVirtRange r) {
     if (r.is_empty() || !r.is_aligned(mm::kPageSize)) return mm::err(mm::Error::InvalidParam);
     if (!is_vmm_range(r)) return mm::err(mm::Error::OutOfRange);
-    std::lock_guard lock(m_lock);
+    Exclusive lock(*this);
     m_ctx.set_origin(0, 0);
     mm::Status s = m_set->unmap(r.start(), r.size(), m_ctx);
     m_ctx.finish(m_shootdown);
@@ -222,7 +239,7 @@ mm::Status GuestAddressSpace::unmap_vmm_area(GuestVirtRange r) {
 mm::Status GuestAddressSpace::map_vmm_area(GuestVirtRange r, Perm perm, GvaBackend b) {
     if (r.is_empty() || !r.is_aligned(mm::kPageSize)) return mm::err(mm::Error::InvalidParam);
     if (!is_vmm_range(r)) return mm::err(mm::Error::OutOfRange);
-    std::lock_guard lock(m_lock);
+    Exclusive lock(*this);
     m_ctx.set_origin(0, 0);
     mm::Status s = m_set->map(Set::Area(r, perm, b), m_ctx, false);
     m_ctx.finish(m_shootdown);
@@ -230,8 +247,18 @@ mm::Status GuestAddressSpace::map_vmm_area(GuestVirtRange r, Perm perm, GvaBacke
 }
 
 PagingStats GuestAddressSpace::stats() const {
-    std::lock_guard lock(m_lock);
-    PagingStats s = m_stats;
+    Exclusive lock(*this);
+    PagingStats s;
+    for (uint32_t i = 0; i < m_config.vcpus; ++i) {
+        const Counters& c = m_vcpu[i].counters;
+        s.faults += c.faults;
+        s.mapped_faults += c.mapped_faults;
+        s.spurious += c.spurious;
+        s.segv += c.segv;
+        s.oom += c.oom;
+        s.fault_around_pages += c.fault_around_pages;
+        s.huge_faults += c.huge_faults;
+    }
     s.shootdowns = m_ctx.shootdowns();
     s.frames_per_node = m_ctx.frames_per_node();
     s.provider_tables = m_tables.provider_tables();
@@ -239,24 +266,24 @@ PagingStats GuestAddressSpace::stats() const {
 }
 
 uint64_t GuestAddressSpace::current_brk() const {
-    std::lock_guard lock(m_lock);
+    Exclusive lock(*this);
     return m_brk;
 }
 
 mm::Result<mm::x86::Mapping> GuestAddressSpace::query(GuestVirtAddr va) const {
-    std::lock_guard lock(m_lock);
+    Exclusive lock(*this);
     return m_pt.query(va);
 }
 
 std::vector<GuestAddressSpace::AreaInfo> GuestAddressSpace::areas() const {
-    std::lock_guard lock(m_lock);
+    Exclusive lock(*this);
     std::vector<AreaInfo> out;
     for (const auto& a : *m_set) out.push_back(AreaInfo{a.range(), a.flags(), a.backend()});
     return out;
 }
 
 bool GuestAddressSpace::check_invariants() const {
-    std::lock_guard lock(m_lock);
+    Exclusive lock(*this);
     if (!m_set->check_invariants() || !m_pt.check_invariants() || !m_ctx.check_ownership()) return false;
     if (m_brk < abi::kBrkBase || m_brk > abi::kBrkLimit) return false;
     return check_leaves();

@@ -17,10 +17,28 @@
 // Frames and tables removed by a call are returned to the provider only after the
 // shootdown hook (set_shootdown, e.g. TlbCoordinator::shootdown) has returned.
 //
-// Concurrency: every public method takes the one lock of the space, so vCPU
-// threads may fault and call concurrently. The shootdown hook runs under that
-// lock: vCPU threads must leave guest mode (TlbCoordinator::end) before they call
-// into the space, or a shootdown could wait for a vCPU waiting for the lock.
+// Concurrency: a big-reader lock, one cache-line-padded mutex per vCPU.
+//   - handle_fault(vcpu = i) takes only lock i. Under it, it may read the area set
+//     and the page table and INSTALL missing entries (PageTable::install: one
+//     compare-and-swap per entry, so two vCPUs faulting on the same page or needing
+//     the same intermediate table cannot both win; the loser returns its frame and
+//     reports Spurious, or uses the winner's table). That covers the common faults:
+//     a 4 KiB demand page (plus fault-around), a spurious fault, a segmentation fault.
+//   - Everything that changes the set or removes/changes entries — mmap, munmap,
+//     mprotect, brk, the VMM-area calls, a fault that needs a 2 MiB page, a linear
+//     page or a permission upgrade, a vcpu index beyond config.vcpus — takes ALL the
+//     locks in index order ("exclusive"), so it never runs beside a fault. A fault
+//     needing it drops lock i first and then re-decides from scratch.
+//   Why not a sequence counter: a fault must write the page table and allocate
+//   frames, which a reader that may have to retry cannot undo safely; and why not a
+//   reader-writer lock: its shared counter is one cache line all vCPUs write.
+//   Statistics and fault-around state are per vCPU, written under that vCPU's lock;
+//   stats() takes the space exclusively and sums. With serialize_faults every fault
+//   takes the exclusive path (the old single-lock behaviour, kept for comparison).
+// The shootdown hook runs with the space held exclusively: vCPU threads must be
+// outside guest mode (WorldGate::leave / TlbCoordinator::end) before they call into
+// the space, so that a vCPU blocked on its own lock counts as stopped; otherwise a
+// shootdown would wait for a vCPU that waits for the lock.
 #pragma once
 
 #include <functional>
@@ -44,6 +62,7 @@ struct AddressSpaceConfig {
     uint32_t vcpus = 1;                // vCPU indices 0..vcpus-1 (fault-around state per vCPU)
     uint32_t fault_around_pages = 16;  // pages mapped per sequential fault; 0 or 1 = off
     size_t max_areas = 4096;           // capacity of the area table
+    bool serialize_faults = false;     // every fault takes all vCPU locks (baseline for benchmarks)
 };
 
 // Who makes a call: its vCPU and that vCPU's guest node (kAnyNode resolves to it).
@@ -120,6 +139,30 @@ private:
     GuestAddressSpace(const AddressSpaceConfig& config, HostAccess access, FrameProvider& frames,
                       x86::TablePool* boot_pool);
 
+    struct Counters {  // PagingStats' per-vCPU part
+        uint64_t faults = 0, mapped_faults = 0, spurious = 0, segv = 0, oom = 0;
+        uint64_t fault_around_pages = 0, huge_faults = 0;
+    };
+    // One vCPU's lock and the state only its fault path writes (padded: no false sharing).
+    struct alignas(64) VcpuSlot {
+        std::mutex lock;
+        VcpuTableMemory tables;
+        std::optional<VcpuPageTable> pt;  // this vCPU's handle on m_pt's table
+        uint64_t next_fault = 0;          // the page a sequential fault would hit next
+        Counters counters;
+    };
+    // All vCPU locks, taken in index order and released in reverse.
+    class Exclusive {
+    public:
+        explicit Exclusive(const GuestAddressSpace& as);
+        ~Exclusive();
+        Exclusive(const Exclusive&) = delete;
+        Exclusive& operator=(const Exclusive&) = delete;
+
+    private:
+        const GuestAddressSpace& m_as;
+    };
+
     template <class Fn>
     auto locked_op(Caller c, Fn&& fn);
     MemResult mmap_locked(uint64_t hint, uint64_t len, uint64_t prot, uint64_t flags, uint64_t node);
@@ -130,10 +173,21 @@ private:
     mm::Status map_vmm_area(mm::GuestVirtRange r, mm::Perm perm, GvaBackend b);
     MemResult check_user_range(uint64_t addr, uint64_t len, uint64_t lo, mm::GuestVirtRange& out) const;
 
+    FaultResult fault_exclusive(mm::GuestVirtAddr addr, uint64_t error_code, uint32_t vcpu, uint32_t vcpu_node);
     FaultResult fault_locked(mm::GuestVirtAddr addr, uint64_t error_code, uint32_t vcpu);
     FaultResult fault_present(const Set::Area& area, mm::GuestVirtAddr page, AccessKind access, bool user);
     FaultResult fault_map(const Set::Area& area, mm::GuestVirtAddr addr, AccessKind access, uint32_t vcpu);
     uint64_t fault_around(const Set::Area& area, mm::GuestVirtAddr next, uint64_t pages, uint32_t node);
+    std::optional<FaultResult> fault_shared(VcpuSlot& slot, mm::GuestVirtAddr addr, uint64_t error_code, uint32_t vcpu,
+                                            uint32_t vcpu_node);
+    FaultResult fault_install(VcpuSlot& slot, const Set::Area& area, mm::GuestVirtAddr addr, AccessKind access,
+                              uint32_t vcpu, uint32_t vcpu_node);
+    uint64_t fault_around_shared(VcpuSlot& slot, uint32_t vcpu, mm::GuestVirtAddr next, uint64_t pages, uint32_t node,
+                                 mm::Perm perm);
+    uint64_t sequential_span(uint64_t& next_fault, const Set::Area& area, mm::GuestVirtAddr page) const;
+    Counters& counters_for(uint32_t vcpu) { return m_vcpu[vcpu < m_config.vcpus ? vcpu : 0].counters; }
+    static void count(Counters& c, const FaultResult& r);
+    void init_vcpu_slots();
 
     bool check_leaves() const;
     static bool is_vmm_range(mm::GuestVirtRange r);
@@ -147,11 +201,9 @@ private:
     MappingContext m_ctx;
     std::optional<Set> m_set;
     std::function<void()> m_shootdown;
-    std::vector<uint64_t> m_next_fault;  // per vCPU: the page a sequential fault would hit next
+    std::unique_ptr<VcpuSlot[]> m_vcpu;  // config.vcpus slots
     uint64_t m_brk = abi::kBrkBase;
     bool m_owns_root = false;
-    PagingStats m_stats;
-    mutable std::mutex m_lock;
 };
 
 }  // namespace pv::paging

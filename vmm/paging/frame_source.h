@@ -10,6 +10,8 @@
 //   free(cpu, frame) / free_contiguous(frame, n)
 // Errors: NoMemory when exhausted; anything else is passed through. Frames need
 // not be zeroed: the address space zeroes every frame before mapping it.
+// Threads: alloc(cpu)/free(cpu) may run concurrently for different cpu ids (one
+// thread per cpu id at a time, as in mm/frames.h); the other calls from any thread.
 #pragma once
 
 #include <concepts>
@@ -43,13 +45,17 @@ public:
     virtual mm::Status free(uint32_t cpu, mm::GuestFrame frame) = 0;
     virtual mm::Status free_contiguous(mm::GuestFrame frame, size_t count) = 0;
     [[nodiscard]] virtual uint32_t node_count() const = 0;
+    // One past the highest frame number the provider can hand out (sizes the
+    // address space's ownership table, which the fault path updates without a lock).
+    [[nodiscard]] virtual uint64_t frame_limit() const = 0;
 };
 
 // Adapts a FrameSource that outlives the adapter.
 template <FrameSource F>
 class FrameSourceAdapter final : public FrameProvider {
 public:
-    FrameSourceAdapter(F& source, uint32_t nodes) : m_source(source), m_nodes(nodes) {}
+    FrameSourceAdapter(F& source, uint32_t nodes, uint64_t frame_limit)
+        : m_source(source), m_nodes(nodes), m_frame_limit(frame_limit) {}
 
     mm::Result<Grant> alloc(uint32_t cpu, uint32_t node) override {
         auto g = m_source.alloc(cpu, node);
@@ -66,10 +72,12 @@ public:
         return m_source.free_contiguous(frame, count);
     }
     [[nodiscard]] uint32_t node_count() const override { return m_nodes; }
+    [[nodiscard]] uint64_t frame_limit() const override { return m_frame_limit; }
 
 private:
     F& m_source;
     uint32_t m_nodes;
+    uint64_t m_frame_limit;
 };
 
 }  // namespace pv::paging

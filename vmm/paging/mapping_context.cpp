@@ -16,7 +16,14 @@ constexpr uint64_t k2M = mm::bytes(PageSize::Size2M);
 
 MappingContext::MappingContext(GvaPageTable& pt, PagingTableMemory& tables, FrameProvider& frames,
                                const HostAccess& access)
-    : m_pt(pt), m_tables(tables), m_frames(frames), m_access(access), m_per_node(frames.node_count(), 0) {}
+    : m_pt(pt),
+      m_tables(tables),
+      m_frames(frames),
+      m_access(access),
+      m_frame_limit(frames.frame_limit()),
+      m_nodes(frames.node_count()),
+      m_frame_node(std::make_unique<std::atomic<uint8_t>[]>(m_frame_limit)),
+      m_per_node(std::make_unique<std::atomic<uint64_t>[]>(m_nodes)) {}
 
 void MappingContext::set_origin(uint32_t cpu, uint32_t node) {
     m_cpu = cpu;
@@ -63,7 +70,7 @@ mm::Status MappingContext::populate_block(GuestVirtAddr at, uint64_t size, uint3
 
 mm::Result<uint64_t> MappingContext::map_demand_page(GuestVirtAddr page, uint32_t node, mm::Perm pt_perm) {
     MM_TRY_ASSIGN(Grant g, m_frames.alloc(m_cpu, node == kAnyNode ? m_node : node));
-    mm::Status s = zero(g.frame, 1);
+    mm::Status s = can_own(g.frame, 1, g.node) ? zero(g.frame, 1) : mm::err(mm::Error::BadState);
     if (s) s = m_pt.map(page, g.frame.start_address(), PageSize::Size4K, pt_perm);
     if (!s) {  // never visible to a vCPU: give it back at once
         (void)m_frames.free(m_cpu, g.frame);
@@ -75,7 +82,9 @@ mm::Result<uint64_t> MappingContext::map_demand_page(GuestVirtAddr page, uint32_
 
 mm::Result<uint64_t> MappingContext::map_demand_huge(GuestVirtAddr block, uint32_t node, mm::Perm pt_perm) {
     MM_TRY_ASSIGN(Grant g, m_frames.alloc_contiguous(node == kAnyNode ? m_node : node, kHugePages));
-    mm::Status s = g.frame.number() % kHugePages == 0 ? zero(g.frame, kHugePages) : mm::err(mm::Error::BadState);
+    mm::Status s = g.frame.number() % kHugePages == 0 && can_own(g.frame, kHugePages, g.node)
+                       ? zero(g.frame, kHugePages)
+                       : mm::err(mm::Error::BadState);
     if (s) s = m_pt.map(block, g.frame.start_address(), PageSize::Size2M, pt_perm);
     if (!s) {
         (void)m_frames.free_contiguous(g.frame, kHugePages);
@@ -84,6 +93,20 @@ mm::Result<uint64_t> MappingContext::map_demand_huge(GuestVirtAddr block, uint32
     own(g.frame, kHugePages, g.node);
     m_huge_live[g.frame.number()] = kHugePages;
     return kHugePages;
+}
+
+mm::Result<bool> MappingContext::install_demand_page(VcpuPageTable& pt, uint32_t cpu, GuestVirtAddr page, uint32_t node,
+                                                     mm::Perm pt_perm) {
+    MM_TRY_ASSIGN(Grant g, m_frames.alloc(cpu, node));
+    mm::Status s = can_own(g.frame, 1, g.node) ? zero(g.frame, 1) : mm::err(mm::Error::BadState);
+    if (s) s = pt.install(page, g.frame.start_address(), PageSize::Size4K, pt_perm);
+    if (!s) {  // never visible to a vCPU: give it back at once
+        (void)m_frames.free(cpu, g.frame);
+        if (s.error() == mm::Error::AlreadyExists) return false;
+        return mm::err(s.error());
+    }
+    own(g.frame, 1, g.node);
+    return true;
 }
 
 bool MappingContext::is_unmapped(GuestVirtRange r) const {
@@ -119,18 +142,31 @@ mm::Status MappingContext::zero(GuestFrame f, uint64_t pages) const {
     return mm::ok();
 }
 
+// A provider frame outside [0, frame_limit) or of an unknown node is refused
+// (never mapped) rather than tracked.
+bool MappingContext::can_own(GuestFrame f, uint64_t pages, uint32_t node) const {
+    return node < m_nodes && f.number() < m_frame_limit && pages <= m_frame_limit - f.number();
+}
+
+// Relaxed: readers of the totals either hold the space exclusively (the vCPU
+// locks order them) or accept a snapshot (stats).
 void MappingContext::own(GuestFrame f, uint64_t pages, uint32_t node) {
-    uint64_t end = f.number() + pages;
-    if (m_frame_node.size() < end) m_frame_node.resize(end, 0);
-    if (node >= m_per_node.size()) m_per_node.resize(node + 1, 0);
-    for (uint64_t i = f.number(); i < end; ++i) m_frame_node[i] = static_cast<uint8_t>(node + 1);
-    m_per_node[node] += pages;
-    m_owned += pages;
+    for (uint64_t i = f.number(); i < f.number() + pages; ++i)
+        m_frame_node[i].store(static_cast<uint8_t>(node + 1), std::memory_order_relaxed);
+    m_per_node[node].fetch_add(pages, std::memory_order_relaxed);
+    m_owned.fetch_add(pages, std::memory_order_relaxed);
 }
 
 uint32_t MappingContext::owner_node(GuestFrame f) const {
-    if (f.number() >= m_frame_node.size() || m_frame_node[f.number()] == 0) return kAnyNode;
-    return m_frame_node[f.number()] - 1U;
+    if (f.number() >= m_frame_limit) return kAnyNode;
+    uint8_t n = m_frame_node[f.number()].load(std::memory_order_relaxed);
+    return n == 0 ? kAnyNode : n - 1U;
+}
+
+std::vector<uint64_t> MappingContext::frames_per_node() const {
+    std::vector<uint64_t> out(m_nodes);
+    for (uint32_t i = 0; i < m_nodes; ++i) out[i] = m_per_node[i].load(std::memory_order_relaxed);
+    return out;
 }
 
 void MappingContext::release_owned(GuestFrame f, uint64_t pages) {
@@ -138,9 +174,9 @@ void MappingContext::release_owned(GuestFrame f, uint64_t pages) {
         GuestFrame fr = f + k;
         uint32_t node = owner_node(fr);
         if (node == kAnyNode) continue;  // not ours (cannot happen unless the table was corrupted)
-        m_frame_node[fr.number()] = 0;
-        --m_per_node[node];
-        --m_owned;
+        m_frame_node[fr.number()].store(0, std::memory_order_relaxed);
+        m_per_node[node].fetch_sub(1, std::memory_order_relaxed);
+        m_owned.fetch_sub(1, std::memory_order_relaxed);
         uint64_t base = mm::align_down(fr.number(), kHugePages);
         auto it = m_huge_live.find(base);
         if (it == m_huge_live.end()) {
@@ -169,15 +205,16 @@ void MappingContext::finish(const std::function<void()>& shootdown) {
 }
 
 bool MappingContext::check_ownership() const {
-    std::vector<uint64_t> per_node(m_per_node.size(), 0);
+    std::vector<uint64_t> per_node(m_nodes, 0);
     uint64_t total = 0;
-    for (uint8_t n : m_frame_node) {
+    for (uint64_t f = 0; f < m_frame_limit; ++f) {
+        uint8_t n = m_frame_node[f].load(std::memory_order_relaxed);
         if (n == 0) continue;
         if (n - 1U >= per_node.size()) return false;
         ++per_node[n - 1U];
         ++total;
     }
-    if (total != m_owned || per_node != m_per_node) return false;
+    if (total != owned_frames() || per_node != frames_per_node()) return false;
     for (const auto& [base, live] : m_huge_live) {
         uint64_t owned = 0;
         for (uint64_t i = 0; i < kHugePages; ++i) owned += owner_node(GuestFrame(base + i)) != kAnyNode ? 1 : 0;

@@ -12,10 +12,15 @@
 // Deferred release: unmap never frees a frame or a table at once; it queues
 // them. The owner calls finish(): if any translation was removed or downgraded it
 // runs the TLB shootdown first, then returns the queued frames and tables.
-// Not thread-safe: the address space lock guards it.
+// Threads: install_demand_page and the const queries may run concurrently on
+// several vCPU threads (each holding its own vCPU lock of the address space);
+// everything else needs the address space held exclusively. Ownership is a
+// fixed table of atomics sized by FrameProvider::frame_limit() for that reason.
 #pragma once
 
+#include <atomic>
 #include <functional>
+#include <memory>
 #include <unordered_map>
 #include <vector>
 
@@ -27,6 +32,7 @@
 namespace pv::paging {
 
 using GvaPageTable = mm::x86::PageTable<PagingTableMemory>;
+using VcpuPageTable = mm::x86::PageTable<VcpuTableMemory>;  // a vCPU's handle on the same table
 inline constexpr uint32_t kAnyNode = 0xFFFF'FFFF;
 inline constexpr uint64_t kHugePages = mm::bytes(mm::PageSize::Size2M) / mm::kPageSize;
 
@@ -51,6 +57,12 @@ public:
     // provider is exhausted; nothing changed then.
     mm::Result<uint64_t> map_demand_page(mm::GuestVirtAddr page, uint32_t node, mm::Perm pt_perm);
     mm::Result<uint64_t> map_demand_huge(mm::GuestVirtAddr block, uint32_t node, mm::Perm pt_perm);
+    // The concurrent fault path: a zeroed frame from `node` for `cpu`, installed at
+    // `page` through the vCPU's handle `pt` if nothing is mapped there. true when
+    // installed; false when another vCPU got there first (our frame went back to the
+    // provider, nothing replaced). NoMemory when the provider is exhausted.
+    mm::Result<bool> install_demand_page(VcpuPageTable& pt, uint32_t cpu, mm::GuestVirtAddr page, uint32_t node,
+                                         mm::Perm pt_perm);
     // Whether nothing is mapped in r.
     [[nodiscard]] bool is_unmapped(mm::GuestVirtRange r) const;
 
@@ -61,8 +73,8 @@ public:
 
     [[nodiscard]] uint32_t origin_node() const { return m_node; }
     [[nodiscard]] uint32_t owner_node(mm::GuestFrame f) const;  // kAnyNode if not owned
-    [[nodiscard]] const std::vector<uint64_t>& frames_per_node() const { return m_per_node; }
-    [[nodiscard]] uint64_t owned_frames() const { return m_owned; }
+    [[nodiscard]] std::vector<uint64_t> frames_per_node() const;
+    [[nodiscard]] uint64_t owned_frames() const { return m_owned.load(std::memory_order_relaxed); }
     [[nodiscard]] uint64_t shootdowns() const { return m_shootdowns; }
     [[nodiscard]] bool check_ownership() const;
 
@@ -77,6 +89,7 @@ private:
     };
 
     mm::Status zero(mm::GuestFrame f, uint64_t pages) const;
+    [[nodiscard]] bool can_own(mm::GuestFrame f, uint64_t pages, uint32_t node) const;
     void own(mm::GuestFrame f, uint64_t pages, uint32_t node);
     void release_owned(mm::GuestFrame f, uint64_t pages);
     mm::Status populate_block(mm::GuestVirtAddr at, uint64_t size, uint32_t node, bool huge, mm::Perm pt_perm);
@@ -85,11 +98,13 @@ private:
     PagingTableMemory& m_tables;
     FrameProvider& m_frames;
     const HostAccess& m_access;
-    std::vector<uint8_t> m_frame_node;                   // per frame number: 0 = not owned, else node + 1
+    uint64_t m_frame_limit;
+    uint32_t m_nodes;
+    std::unique_ptr<std::atomic<uint8_t>[]> m_frame_node;  // per frame number: 0 = not owned, else node + 1
+    std::unique_ptr<std::atomic<uint64_t>[]> m_per_node;   // owned frames mapped, per node
+    std::atomic<uint64_t> m_owned{0};
     std::unordered_map<uint64_t, uint64_t> m_huge_live;  // 2 MiB block base frame -> pages still mapped
     std::vector<PendingFree> m_pending;
-    std::vector<uint64_t> m_per_node;  // owned frames mapped, per node
-    uint64_t m_owned = 0;
     uint64_t m_shootdowns = 0;
     uint32_t m_cpu = 0;
     uint32_t m_node = 0;

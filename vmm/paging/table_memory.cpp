@@ -22,30 +22,44 @@ mm::Result<uint64_t*> PagingTableMemory::table(mm::GuestFrame frame) const {
     return reinterpret_cast<uint64_t*>(span->data());
 }
 
-mm::Result<mm::GuestFrame> PagingTableMemory::alloc_table() {
+mm::Result<mm::GuestFrame> PagingTableMemory::alloc_table() { return alloc_table_for(m_cpu, m_node); }
+
+mm::Result<mm::GuestFrame> PagingTableMemory::alloc_table_for(uint32_t cpu, uint32_t node) {
     if (m_pool != nullptr) {
+        std::lock_guard guard(m_pool_lock);
         if (auto f = m_pool->alloc_table()) return *f;
     }
-    MM_TRY_ASSIGN(Grant g, m_frames.alloc(m_cpu, m_node));
+    MM_TRY_ASSIGN(Grant g, m_frames.alloc(cpu, node));
     auto span = m_access(g.frame.start_address(), mm::kPageSize);
     if (!span) {  // the provider handed out a frame outside guest RAM: refuse it
-        (void)m_frames.free(m_cpu, g.frame);
+        (void)m_frames.free(cpu, g.frame);
         return mm::err(mm::Error::BadState);
     }
     std::memset(span->data(), 0, mm::kPageSize);
-    ++m_provider_tables;
+    m_provider_tables.fetch_add(1, std::memory_order_relaxed);
     return g.frame;
+}
+
+void PagingTableMemory::free_unpublished(uint32_t cpu, mm::GuestFrame frame) {
+    if (in_boot_pool(frame)) {
+        std::lock_guard guard(m_pool_lock);
+        (void)m_pool->release_table(frame);
+        return;
+    }
+    if (m_frames.free(cpu, frame)) m_provider_tables.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void PagingTableMemory::free_table(mm::GuestFrame frame) { m_deferred.push_back(frame); }
 
+// Tables reached through guest-written entries may be anything (a boot table, a data
+// frame, one frame listed twice): a free that fails is ignored, it only hurts the guest.
 void PagingTableMemory::release_deferred() {
     for (mm::GuestFrame f : m_deferred) {
         if (in_boot_pool(f)) {
-            m_pool->free_table(f);
-        } else {
-            (void)m_frames.free(m_cpu, f);
-            --m_provider_tables;
+            std::lock_guard guard(m_pool_lock);
+            (void)m_pool->release_table(f);
+        } else if (m_frames.free(m_cpu, f)) {
+            m_provider_tables.fetch_sub(1, std::memory_order_relaxed);
         }
     }
     m_deferred.clear();

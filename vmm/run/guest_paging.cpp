@@ -6,7 +6,8 @@
 
 namespace pv::run {
 
-GuestPaging::GuestPaging(const Config& config) : m_config(config) {}
+GuestPaging::GuestPaging(const Config& config)
+    : m_config(config), m_latency(std::make_unique<VcpuLatency[]>(std::max<uint32_t>(1, config.vcpus))) {}
 
 GuestPaging::~GuestPaging() = default;
 
@@ -17,10 +18,12 @@ Expected<std::unique_ptr<GuestPaging>> GuestPaging::create(const Config& config,
     const uint32_t nodes = std::max<uint32_t>(1, config.nodes);
     std::vector<uint64_t> frames(nodes, 0);
     std::vector<uint32_t> ranges(nodes, 0);
+    uint64_t frame_limit = 0;
     for (const auto& r : config.ram) {
         if (r.kind == abi::RamKind::ReadOnly || r.node >= nodes) continue;
         frames[r.node] += r.size / layout::kPage;
         ++ranges[r.node];
+        frame_limit = std::max<uint64_t>(frame_limit, (r.gpa + r.size) / layout::kPage);
     }
     const uint64_t per_node = std::max<uint64_t>(1, *std::max_element(frames.begin(), frames.end()));
     const uint32_t ranges_per_node = std::max<uint32_t>(1, *std::max_element(ranges.begin(), ranges.end()));
@@ -35,7 +38,14 @@ Expected<std::unique_ptr<GuestPaging>> GuestPaging::create(const Config& config,
             return make_error(ErrorKind::Internal,
                               "cannot give RAM at " + std::to_string(r.gpa) + " to the guest frame allocator");
     }
-    p->m_provider = std::make_unique<paging::FrameSourceAdapter<Frames>>(p->m_frames, nodes);
+    for (uint32_t n = 0; n < nodes && n < config.node_quota_frames.size(); ++n) {
+        if (config.node_quota_frames[n] == 0) continue;
+        mm::FrameNodeConfig nc;
+        nc.quota_frames = config.node_quota_frames[n];
+        if (!p->m_frames.configure(n, nc))
+            return make_error(ErrorKind::Internal, "cannot set the guest frame quota of node " + std::to_string(n));
+    }
+    p->m_provider = std::make_unique<paging::FrameSourceAdapter<Frames>>(p->m_frames, nodes, frame_limit);
     paging::AddressSpaceConfig ac;
     ac.vcpus = config.vcpus;
     ac.fault_around_pages = config.fault_around_pages;
@@ -78,6 +88,26 @@ std::optional<Error> GuestPaging::flush_error() const {
 
 paging::FaultResult GuestPaging::handle_fault(uint32_t vcpu, uint64_t address, uint64_t error_code) {
     return m_space->handle_fault(mm::GuestVirtAddr(address), error_code, vcpu, node_of(vcpu));
+}
+
+}  // namespace pv::run
+
+namespace pv::run {
+
+void GuestPaging::record_fault_latency(uint32_t vcpu, uint64_t ns) {
+    if (vcpu < m_config.vcpus) m_latency[vcpu].histogram.record(ns);
+}
+
+memory::LatencyHistogram::Snapshot GuestPaging::fault_latency() const {
+    memory::LatencyHistogram::Snapshot all;
+    for (uint32_t v = 0; v < m_config.vcpus; ++v) {
+        auto s = m_latency[v].histogram.snapshot();
+        for (unsigned b = 0; b < memory::LatencyHistogram::kBuckets; ++b) all.buckets[b] += s.buckets[b];
+        all.count += s.count;
+        all.sum_ns += s.sum_ns;
+        all.max_ns = std::max(all.max_ns, s.max_ns);
+    }
+    return all;
 }
 
 }  // namespace pv::run

@@ -19,6 +19,7 @@
 #include "mm/frames.h"
 #include "vmm/abi/hypercall.h"
 #include "vmm/hypercall/dispatcher.h"
+#include "vmm/memory/fault_stats.h"
 #include "vmm/memory/guest_memory.h"
 #include "vmm/paging/address_space.h"
 #include "vmm/paging/frame_source.h"
@@ -40,6 +41,11 @@ public:
         std::vector<abi::RamRange> ram;   // the boot RAM map
         std::vector<uint32_t> vcpu_node;  // guest node of each vCPU
         uint32_t nodes = 1;
+        // Per guest node: at most this many frames handed to guest mappings and their
+        // page tables at once (0 or absent = no limit). From the zones' quota
+        // (docs/memory-config.md): a node's quota bytes / 4 KiB. A node with a limit
+        // is served under its node lock (exact bound, no per-vCPU cache: mm/frames.h).
+        std::vector<uint64_t> node_quota_frames;
     };
 
     // Translations the guest may have cached are dropped with every vCPU held
@@ -61,7 +67,17 @@ public:
     [[nodiscard]] paging::PagingStats stats() const { return m_space->stats(); }
     [[nodiscard]] uint32_t node_of(uint32_t vcpu) const;
 
+    // Time pagevisor spent serving one guest #PF of `vcpu` (exit to resume
+    // decision), into that vCPU's histogram (no shared cache line on the fault
+    // path); fault_latency() merges them.
+    void record_fault_latency(uint32_t vcpu, uint64_t ns);
+    [[nodiscard]] memory::LatencyHistogram::Snapshot fault_latency() const;
+
 private:
+    struct alignas(64) VcpuLatency {
+        memory::LatencyHistogram histogram;
+    };
+
     explicit GuestPaging(const Config& config);
 
     Config m_config;
@@ -69,6 +85,7 @@ private:
     Frames m_frames;
     std::unique_ptr<paging::FrameSourceAdapter<Frames>> m_provider;
     std::unique_ptr<paging::GuestAddressSpace> m_space;
+    std::unique_ptr<VcpuLatency[]> m_latency;  // per vCPU
     mutable std::mutex m_error_lock;
     std::optional<Error> m_zap_error;  // guarded by m_error_lock
 };

@@ -35,9 +35,10 @@ mm::Result<mm::GuestFrame> TablePool::alloc_table() {
     return mm::err(mm::Error::NoMemory);
 }
 
-void TablePool::free_table(mm::GuestFrame frame) {
-    MM_ASSERT(in_pool(frame) && m_used.test(frame.number() - kFirstFrame));
+bool TablePool::release_table(mm::GuestFrame frame) {
+    if (!in_pool(frame) || !m_used.test(frame.number() - kFirstFrame)) return false;
     m_used.reset(frame.number() - kFirstFrame);
+    return true;
 }
 
 bool TablePool::check_invariants() const { return m_base != nullptr && m_used.count() <= kFrames; }

@@ -31,7 +31,11 @@ public:
 
     [[nodiscard]] mm::Result<uint64_t*> table(mm::GuestFrame frame) const;
     [[nodiscard]] mm::Result<mm::GuestFrame> alloc_table();
-    void free_table(mm::GuestFrame frame);
+    // Returns `frame` to the pool; ignored if it is not a pool table in use (see release_table).
+    void free_table(mm::GuestFrame frame) { (void)release_table(frame); }
+    // The same, answering whether it was one: a frame reached through guest-written
+    // page-table entries can be anything, so this is an answer, not an assertion.
+    bool release_table(mm::GuestFrame frame);
 
     [[nodiscard]] uint64_t used() const { return m_used.count(); }
     [[nodiscard]] bool check_invariants() const;

@@ -40,7 +40,7 @@ protected:
     std::unique_ptr<memory::GuestMemory> m_mem;
     std::vector<std::byte> m_meta;
     Frames m_frames;
-    FrameSourceAdapter<Frames> m_provider{m_frames, 2};
+    FrameSourceAdapter<Frames> m_provider{m_frames, 2, 64 * kMiB / kPage};
     std::unique_ptr<GuestAddressSpace> m_as;
 };
 

@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <vector>
 
@@ -25,13 +26,15 @@ struct FakeGrant {
 };
 
 // Frames [first, first + count) split evenly between `nodes` nodes; `quota` caps
-// the frames in use (OOM tests). Detects double and mismatched frees.
+// the frames in use (OOM tests). Detects double and mismatched frees. Thread-safe
+// (one mutex): vCPU threads of the address space allocate concurrently.
 class FakeFrames {
 public:
     FakeFrames(uint64_t first, uint64_t count, uint32_t nodes)
         : m_first(first), m_count(count), m_nodes(nodes), m_state(count, kFree), m_next(nodes, 0) {}
 
     mm::Result<FakeGrant> alloc(uint32_t, uint32_t node) {
+        std::lock_guard guard(m_lock);
         if (node >= m_nodes || m_used + 1 > m_quota) return mm::err(mm::Error::NoMemory);
         uint64_t begin = node_begin(node), n = node_begin(node + 1) - begin;
         for (uint64_t k = 0; k < n; ++k) {  // next fit from the last hand-out
@@ -45,6 +48,7 @@ public:
         return mm::err(mm::Error::NoMemory);
     }
     mm::Result<FakeGrant> alloc_contiguous(uint32_t node, size_t n, size_t align) {
+        std::lock_guard guard(m_lock);
         if (node >= m_nodes || m_used + n > m_quota || !m_allow_contiguous) return mm::err(mm::Error::NoMemory);
         for (uint64_t i = node_begin(node); i + n <= node_begin(node + 1); ++i) {
             if ((m_first + i) % align != 0 || !range_free(i, n)) continue;
@@ -55,6 +59,7 @@ public:
         return mm::err(mm::Error::NoMemory);
     }
     mm::Status free(uint32_t, mm::GuestFrame f) {
+        std::lock_guard guard(m_lock);
         uint64_t i = f.number() - m_first;
         if (f.number() < m_first || i >= m_count || m_state[i] != kSingle) {
             ++m_bad_frees;
@@ -65,6 +70,7 @@ public:
         return mm::ok();
     }
     mm::Status free_contiguous(mm::GuestFrame f, size_t n) {
+        std::lock_guard guard(m_lock);
         uint64_t i = f.number() - m_first;
         if (f.number() < m_first || i + n > m_count || m_state[i] != kHead) {
             ++m_bad_frees;
@@ -75,10 +81,22 @@ public:
         return mm::ok();
     }
 
-    [[nodiscard]] uint64_t used() const { return m_used; }
-    [[nodiscard]] uint64_t bad_frees() const { return m_bad_frees; }
-    void set_quota(uint64_t q) { m_quota = q; }
-    void allow_contiguous(bool on) { m_allow_contiguous = on; }
+    [[nodiscard]] uint64_t used() const {
+        std::lock_guard guard(m_lock);
+        return m_used;
+    }
+    [[nodiscard]] uint64_t bad_frees() const {
+        std::lock_guard guard(m_lock);
+        return m_bad_frees;
+    }
+    void set_quota(uint64_t q) {
+        std::lock_guard guard(m_lock);
+        m_quota = q;
+    }
+    void allow_contiguous(bool on) {
+        std::lock_guard guard(m_lock);
+        m_allow_contiguous = on;
+    }
     [[nodiscard]] uint32_t node_of(mm::GuestFrame f) const {
         return static_cast<uint32_t>((f.number() - m_first) / (m_count / m_nodes));
     }
@@ -91,6 +109,7 @@ private:
             if (m_state[i + k] != kFree) return false;
         return true;
     }
+    mutable std::mutex m_lock;
     uint64_t m_first, m_count;
     uint32_t m_nodes;
     std::vector<uint8_t> m_state;
@@ -178,7 +197,7 @@ protected:
     }
 
     FakeFrames m_frames{kFirstFrame, kFrames, 2};
-    FrameSourceAdapter<FakeFrames> m_provider{m_frames, 2};
+    FrameSourceAdapter<FakeFrames> m_provider{m_frames, 2, kRam / kPage};
     std::unique_ptr<memory::GuestMemory> m_mem;
     std::unique_ptr<GuestAddressSpace> m_as;
     uint64_t m_shootdowns = 0;
