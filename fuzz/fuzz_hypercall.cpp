@@ -11,12 +11,15 @@
 // defined HcError; console text reaching VmServices is sanitized (printable,
 // '\n', '\t' only) and no longer than kMaxConsoleWrite*4; reports have at most
 // kMaxReportFields fields with valid keys; the per-vCPU statistics count every
-// call on a valid vCPU and none on an invalid one.
+// call on a valid vCPU and none on an invalid one; the no-work window
+// (SetNoWorkWindow, sometimes without stub data: BadCall) is always off or
+// starts inside the user range [kUserBase, kUserTop).
 #include <map>
 #include <vector>
 
 #include "fuzz/fuzz_check.h"
 #include "vmm/hypercall/dispatcher.h"
+#include "vmm/paging/mem_abi.h"
 
 namespace {
 
@@ -155,6 +158,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     pv::hc::Dispatcher dispatcher(services);
     FuzzMemoryCalls memory_calls;
     pv::abi::HypercallPage page{};
+    pv::abi::StubData stub_data{};
     uint64_t counted[pv::layout::kMaxVcpus] = {};
     for (unsigned step = 0; !in.empty() && step < 256; ++step) {
         uint32_t vcpu = in.byte() % (pv::layout::kMaxVcpus + 4);
@@ -164,6 +168,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         for (auto& a : page.args) a = take_arg(in, guest);
         uint8_t flags = in.byte();
         if (flags & 1) dispatcher.set_memory_calls((flags & 2) ? &memory_calls : nullptr);
+        if (flags & 4) dispatcher.set_stub_data((flags & 8) ? &stub_data : nullptr);
         page.nr = nr;
         const uint64_t seq = page.seq;
         pv::hc::Outcome out = dispatcher.dispatch(vcpu, nr, width, page, guest);
@@ -171,6 +176,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         PV_FUZZ_CHECK(is_valid_ret(page.ret), "ret is neither a result nor an HcError: " + std::to_string(page.ret));
         if (out.kind != pv::hc::Outcome::Kind::Resume) PV_FUZZ_CHECK(page.ret >= 0, "stopping call failed");
         if (vcpu < pv::layout::kMaxVcpus) ++counted[vcpu];
+        if (stub_data.nowork_neg_start != 0) {
+            const uint64_t start = uint64_t{0} - stub_data.nowork_neg_start;
+            PV_FUZZ_CHECK(start >= pv::abi::kUserBase && start < pv::abi::kUserTop,
+                          "no-work window starts outside the user range");
+        }
     }
     for (uint32_t v = 0; v < pv::layout::kMaxVcpus + 4; ++v) {
         uint64_t expect = v < pv::layout::kMaxVcpus ? counted[v] : 0;

@@ -12,6 +12,8 @@ static_assert(PV_EXCEPTION_STUBS_ADDR == layout::kExceptionStubsAddr);
 static_assert(PV_EXCEPTION_STUB_STRIDE == layout::kExceptionStubStride);
 static_assert(PV_EXCEPTION_VECTORS == layout::kExceptionVectors);
 static_assert(PV_EXCEPTION_PORT == layout::kExceptionPort);
+static_assert(PV_NOWORK_NEG_START == layout::kStubDataAddr + offsetof(abi::StubData, nowork_neg_start));
+static_assert(PV_NOWORK_SKIP == abi::kNoWorkSkip);
 
 namespace {
 

@@ -20,7 +20,10 @@
 // reported (vector, error code, RIP, CR2).
 // Stub for vector v at kExceptionStubsAddr + 16*v: `push $0` (vectors without an
 // error code), `push $v`, jump to common code: `push %rax; mov %cr2,%rax;
-// push %rax; out %al,$kExceptionPort; pop %rax; pop %rax; add $16,%rsp; iretq`.
+// push %rax; out %al,$kExceptionPort; mov 8(%rsp),%rax; add $32,%rsp; iretq`.
+// The #PF stub's common code first checks CR2 against the no-work window
+// (StubData, SetNoWorkWindow): at or above its start, no exit: the stub adds
+// kNoWorkSkip to the saved RIP and returns, skipping the faulting instruction.
 #pragma once
 
 #include "mm/std.h"
@@ -40,6 +43,12 @@ enum class Call : uint64_t {
                           // resumes at `handler` (user mode, same stack) with rdi = fault address, rsi = RIP,
                           // rdx = access (0 read, 1 write, 2 execute), rcx = reason (0 no mapping,
                           // 1 not allowed, 2 corrupt page table); a fault inside the handler stops the VM.
+    SetNoWorkWindow = 8,  // (u64 start) -> 0; 0 clears. A #PF at an address >= start is then handled by the
+                          // guest's CPL0 stub with no exit: the faulting instruction (which must be kNoWorkSkip
+                          // bytes long) is skipped and the page stays as it was. Measures the "#PF the guest
+                          // handles with no work" floor. start must be 0 or in the memory calls' user range
+                          // [kUserBase, kUserTop) (Invalid otherwise); one window per VM. (7 stays unassigned:
+                          // the badptr guest program checks it as an undefined number.)
     VcpuStop = 5,         // () -> does not return; this vCPU stops. The VM ends with status 0 when every
                           // vCPU has stopped, or with Exit's code as soon as any vCPU calls Exit.
     // 16..31 reserved for the memory calls (mmap, munmap, mprotect, brk, ...).
@@ -144,6 +153,17 @@ struct BootInfo {
     WorkloadArgs args;  // allocator workload arguments
 };
 static_assert(sizeof(BootInfo) <= 4096);
+
+// What the #PF stub reads at layout::kStubDataAddr (supervisor-only; only the
+// VMM writes it, on SetNoWorkWindow). The stub computes cr2 + nowork_neg_start:
+// it carries iff cr2 >= start, so the window costs the stub two instructions
+// (add, jc) and the zero the page starts with means "no window".
+struct StubData {
+    uint64_t nowork_neg_start;  // 2^64 - start (two's complement), 0 = no window
+};
+static_assert(sizeof(StubData) == 8);
+// Length of the instruction a no-work #PF skips: the guest's probe is `mov (%rdi),%rax` (48 8b 07).
+inline constexpr uint64_t kNoWorkSkip = 3;
 
 // What the CPL0 stub leaves on the vCPU's kernel stack, lowest address first.
 // It ends at layout::kernel_stack_top(vcpu): the VMM reads it from there.

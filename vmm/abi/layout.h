@@ -16,6 +16,8 @@ inline constexpr uint64_t kPage = 0x1000;
 // ---- fixed supervisor structures (no U bit) ----
 inline constexpr uint64_t kNullGuardEnd = 0x1000;  // [0, 0x1000) is never mapped: null dereferences fault
 inline constexpr uint64_t kGdtAddr = 0x1000;       // GDT: null, kernel code/data, user data/code, one TSS per vCPU
+inline constexpr uint64_t kStubDataAddr = 0x1F00;  // abi::StubData: what the CPL0 #PF stub reads, in the GDT page
+                                                   // past the GDT's limit (supervisor RW; written by the VMM only)
 inline constexpr uint64_t kIdtAddr = 0x2000;       // IDT: 256 gates (vectors 0-31 point at the exception stubs)
 inline constexpr uint64_t kBootInfoAddr = 0x3000;  // BootInfo (abi/hypercall.h), user read-only
 inline constexpr uint64_t kTssArrayAddr = 0x4000;  // kMaxVcpus TSS structures, kTssStride bytes apart (2 pages)
@@ -72,5 +74,7 @@ static_assert(kTssArrayAddr + kMaxVcpus * kTssStride <= kHypercallPagesAddr);
 static_assert(kPageTablePoolAddr + kPageTablePoolSize <= kImageBase);
 static_assert(kUserStacksAddr + kMaxVcpus * kUserStackSize <= kFreeRamStart);
 static_assert(kTssSelectorBase + 16 * kMaxVcpus <= kPage);
+static_assert(kGdtAddr + kTssSelectorBase + 16 * kMaxVcpus <= kStubDataAddr && kStubDataAddr + 0x100 <= kIdtAddr,
+              "StubData must not overlap the largest GDT");
 
 }  // namespace pv::layout

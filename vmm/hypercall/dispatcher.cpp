@@ -2,6 +2,8 @@
 
 #include <array>
 
+#include "vmm/paging/mem_abi.h"
+
 namespace pv::hc {
 namespace {
 
@@ -32,6 +34,11 @@ Dispatcher::Dispatcher(VmServices& services) : m_services(services) {}
 
 void Dispatcher::set_memory_calls(MemoryCalls* calls) { m_memory_calls.store(calls, std::memory_order_release); }
 
+void Dispatcher::set_stub_data(abi::StubData* data) {
+    if (data != nullptr) store_once(data->nowork_neg_start, uint64_t{0});
+    m_stub_data.store(data, std::memory_order_release);
+}
+
 Outcome Dispatcher::dispatch(uint32_t vcpu, uint64_t value, uint32_t len, abi::HypercallPage& page, GuestAccess& mem) {
     uint64_t args[6];
     for (size_t i = 0; i < 6; ++i) args[i] = load_once(page.args[i]);
@@ -61,6 +68,7 @@ Dispatcher::CallResult Dispatcher::run_call(uint32_t vcpu, uint64_t nr, const ui
         case uint64_t(Call::Exit): r.outcome = Outcome{Outcome::Kind::Exit, static_cast<int64_t>(args[0])}; break;
         case uint64_t(Call::VcpuStop): r.outcome.kind = Outcome::Kind::VcpuStop; break;
         case uint64_t(Call::SetFaultHandler): r.ret = m_services.set_fault_handler(vcpu, args[0]); break;
+        case uint64_t(Call::SetNoWorkWindow): return set_nowork_window(args);
         default: r.ret = error_value(HcError::BadCall); break;
     }
     return r;
@@ -119,6 +127,25 @@ Dispatcher::CallResult Dispatcher::memory_call(uint32_t vcpu, uint64_t nr, const
         return r;
     }
     r.ret = calls->call(vcpu, static_cast<Call>(nr), args, r.ret_aux);
+    return r;
+}
+
+// The window starts in the memory calls' user range, so the stub never skips
+// an instruction on behalf of a fault on the kernel's own structures (all below
+// kUserBase). One 8-byte store: a stub on another vCPU sees the old or the new window.
+Dispatcher::CallResult Dispatcher::set_nowork_window(const uint64_t (&args)[6]) {
+    const uint64_t start = args[0];
+    CallResult r;
+    abi::StubData* data = m_stub_data.load(std::memory_order_acquire);
+    if (data == nullptr) {
+        r.ret = error_value(HcError::BadCall);
+        return r;
+    }
+    if (start != 0 && (start < abi::kUserBase || start >= abi::kUserTop)) {
+        r.ret = error_value(HcError::Invalid);
+        return r;
+    }
+    store_once(data->nowork_neg_start, uint64_t{0} - start, std::memory_order_release);
     return r;
 }
 

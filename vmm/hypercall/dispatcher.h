@@ -4,8 +4,10 @@
 // Threading: one Dispatcher serves every vCPU. Each vCPU thread calls dispatch()
 // for its own vCPU only, one call at a time; all mutable state is per vCPU
 // (statistics, written only by that vCPU's thread with relaxed atomics, so any
-// thread may read them). set_memory_calls() is an atomic pointer store: call it
-// before the vCPUs start; the MemoryCalls object must outlive the Dispatcher's use.
+// thread may read them), except the no-work window (SetNoWorkWindow), which is
+// the VM's, lives in guest memory (set_stub_data) and is one atomic word.
+// set_memory_calls() is an atomic pointer store: call it before the vCPUs
+// start; the MemoryCalls object must outlive the Dispatcher's use.
 // VmServices and MemoryCalls are called from vCPU threads concurrently: they do
 // their own locking.
 //
@@ -63,6 +65,10 @@ public:
     Dispatcher& operator=(const Dispatcher&) = delete;
 
     void set_memory_calls(MemoryCalls* calls);
+    // Where SetNoWorkWindow writes the #PF stub's window: the host view of guest memory at
+    // layout::kStubDataAddr (zeroed here: no window). Without it the call returns BadCall. Call before
+    // the vCPUs start; the memory must outlive the Dispatcher's use.
+    void set_stub_data(abi::StubData* data);
 
     // One doorbell: `value`/`len` are the MMIO store's data and width (`value` is the call number; the
     // page's `nr` field is not consulted); `page` is the vCPU's HypercallPage in host memory
@@ -96,10 +102,12 @@ private:
     CallResult console_write(uint32_t vcpu, const uint64_t (&args)[6], GuestAccess& mem);
     CallResult report(uint32_t vcpu, const uint64_t (&args)[6], GuestAccess& mem);
     CallResult memory_call(uint32_t vcpu, uint64_t nr, const uint64_t (&args)[6]);
+    CallResult set_nowork_window(const uint64_t (&args)[6]);
     void count(uint32_t vcpu, uint64_t nr, int64_t ret);
 
     VmServices& m_services;
     std::atomic<MemoryCalls*> m_memory_calls{nullptr};
+    std::atomic<abi::StubData*> m_stub_data{nullptr};
     VcpuCounters m_counters[layout::kMaxVcpus];
 };
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "tests/support/seed.h"
+#include "vmm/paging/mem_abi.h"
 
 namespace pv::hc {
 namespace {
@@ -284,6 +285,53 @@ TEST_F(DispatcherTest, MemoryCallsReachTheHandler) {
     EXPECT_EQ(handler.calls, 2);
     dispatcher.set_memory_calls(nullptr);
     EXPECT_EQ(ret_of(uint64_t(Call::Brk)), v(HcError::BadCall));
+}
+
+// ---- SetNoWorkWindow ----------------------------------------------------------
+
+// The stub's test: a fault at `cr2` is skipped iff cr2 + nowork_neg_start carries.
+bool stub_skips(const abi::StubData& d, uint64_t cr2) { return cr2 + d.nowork_neg_start < cr2; }
+
+TEST_F(DispatcherTest, NoWorkWindowWithoutStubDataIsBadCall) {
+    EXPECT_EQ(ret_of(uint64_t(Call::SetNoWorkWindow), {abi::kUserBase}), v(HcError::BadCall));
+}
+
+TEST_F(DispatcherTest, NoWorkWindowIsWrittenToTheStubData) {
+    abi::StubData data{0x1234};
+    dispatcher.set_stub_data(&data);
+    EXPECT_EQ(data.nowork_neg_start, 0u) << "handing the page over clears any window";
+    const uint64_t start = abi::kUserTop - kPage;
+    EXPECT_EQ(ret_of(uint64_t(Call::SetNoWorkWindow), {start}), 0);
+    EXPECT_EQ(data.nowork_neg_start, uint64_t{0} - start);
+    for (uint64_t cr2 : {uint64_t(0), uint64_t(1), abi::kUserBase, start - 1})
+        EXPECT_FALSE(stub_skips(data, cr2)) << std::hex << cr2;
+    for (uint64_t cr2 : {start, start + 8, abi::kUserTop, 0xFFFF'8000'0000'0000, UINT64_MAX})
+        EXPECT_TRUE(stub_skips(data, cr2)) << std::hex << cr2;
+    EXPECT_EQ(ret_of(uint64_t(Call::SetNoWorkWindow), {abi::kUserBase}), 0);  // the lowest allowed start
+    EXPECT_TRUE(stub_skips(data, abi::kUserBase));
+    EXPECT_FALSE(stub_skips(data, abi::kUserBase - 1));
+    EXPECT_EQ(ret_of(uint64_t(Call::SetNoWorkWindow), {0}), 0);  // 0 clears
+    EXPECT_EQ(data.nowork_neg_start, 0u);
+    for (uint64_t cr2 : {uint64_t(0), abi::kUserBase, UINT64_MAX}) EXPECT_FALSE(stub_skips(data, cr2));
+    EXPECT_EQ(mem.reads + mem.writes, 0) << "the call touches no guest-virtual memory";
+    EXPECT_EQ(dispatcher.stats(0).per_call[uint64_t(Call::SetNoWorkWindow)], 3u);
+}
+
+// A start outside [kUserBase, kUserTop) is refused and the old window stays.
+TEST_F(DispatcherTest, NoWorkWindowOutsideUserSpaceIsInvalid) {
+    abi::StubData data{};
+    dispatcher.set_stub_data(&data);
+    const uint64_t start = abi::kMmapBase;
+    ASSERT_EQ(ret_of(uint64_t(Call::SetNoWorkWindow), {start}), 0);
+    for (uint64_t bad :
+         {uint64_t(1), layout::kStubDataAddr, layout::kKernelStacksAddr, layout::kImageBase, layout::kFreeRamStart,
+          abi::kUserBase - 1, abi::kUserTop, uint64_t(1) << 47, uint64_t(0xFFFF'8000'0000'0000), UINT64_MAX}) {
+        EXPECT_EQ(ret_of(uint64_t(Call::SetNoWorkWindow), {bad}), v(HcError::Invalid)) << std::hex << bad;
+        EXPECT_EQ(data.nowork_neg_start, uint64_t{0} - start);
+    }
+    // Whatever the guest asks, no kernel structure (all below kUserBase) is ever in the window.
+    EXPECT_FALSE(stub_skips(data, layout::kStubDataAddr));
+    EXPECT_FALSE(stub_skips(data, layout::kernel_stack_top(layout::kMaxVcpus - 1) - 8));
 }
 
 // ---- ConsoleWrite -------------------------------------------------------------

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "vmm/abi/hypercall.h"
 #include "vmm/abi/layout.h"
 #include "vmm/loader/elf_loader.h"
 
@@ -65,6 +66,7 @@ TEST(GuestImage, ExceptionStubsAreExactlyTheProtocol) {
     Image image = load_guest();
     const uint64_t base = pv::layout::kExceptionStubsAddr;
     uint64_t common = 0;
+    uint64_t page_fault = 0;
     for (unsigned v = 0; v < pv::layout::kExceptionVectors; ++v) {
         SCOPED_TRACE("vector " + std::to_string(v));
         uint64_t at = base + v * pv::layout::kExceptionStubStride;
@@ -86,14 +88,43 @@ TEST(GuestImage, ExceptionStubsAreExactlyTheProtocol) {
             ASSERT_EQ(bytes[i], 0xeb);  // jmp rel8
             target = at + i + 2 + static_cast<int8_t>(bytes[i + 1]);
         }
-        if (common == 0) common = target;
-        EXPECT_EQ(target, common) << "every stub jumps to the common code";
+        // #PF has its own tail (the no-work window check); every other vector shares one.
+        uint64_t& tail = v == 14 ? page_fault : common;
+        if (tail == 0) tail = target;
+        EXPECT_EQ(target, tail) << "every stub jumps to its common code";
     }
-    // push %rax; mov %cr2,%rax; push %rax; out %al,$0xf4; pop %rax; pop %rax; add $16,%rsp; iretq
-    const std::vector<uint8_t> expected = {
-        0x50, 0x0f, 0x20, 0xd0, 0x50, 0xe6, static_cast<uint8_t>(pv::layout::kExceptionPort), 0x58, 0x58,
-        0x48, 0x83, 0xc4, 0x10, 0x48, 0xcf};
+    ASSERT_NE(common, page_fault);
+    const auto port = static_cast<uint8_t>(pv::layout::kExceptionPort);
+    // push %rax; mov %cr2,%rax; push %rax
+    const std::vector<uint8_t> head = {0x50, 0x0f, 0x20, 0xd0, 0x50};
+    // mov 8(%rsp),%rax; add $32,%rsp; iretq
+    const std::vector<uint8_t> ret = {0x48, 0x8b, 0x44, 0x24, 0x08, 0x48, 0x83, 0xc4, 0x20, 0x48, 0xcf};
+    auto cat = [](std::initializer_list<std::vector<uint8_t>> parts) {
+        std::vector<uint8_t> out;
+        for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+        return out;
+    };
+    // head; out %al,$port; ret
+    const std::vector<uint8_t> expected = cat({head, {0xe6, port}, ret});
     EXPECT_EQ(read_image(image, common, expected.size()), expected);
+    // head; add kStubDataAddr(abs),%rax; jc skip; out; ret; skip: addq $kNoWorkSkip,32(%rsp); ret
+    const auto a = pv::layout::kStubDataAddr;
+    const std::vector<uint8_t> add_abs = {0x48,
+                                          0x03,
+                                          0x04,
+                                          0x25,
+                                          static_cast<uint8_t>(a),
+                                          static_cast<uint8_t>(a >> 8),
+                                          static_cast<uint8_t>(a >> 16),
+                                          static_cast<uint8_t>(a >> 24)};
+    const auto jump = static_cast<uint8_t>(2 + ret.size());  // over the out and the return
+    const std::vector<uint8_t> pf = cat({head,
+                                         add_abs,
+                                         {0x72, jump, 0xe6, port},
+                                         ret,
+                                         {0x48, 0x83, 0x44, 0x24, 0x20, static_cast<uint8_t>(pv::abi::kNoWorkSkip)},
+                                         ret});
+    EXPECT_EQ(read_image(image, page_fault, pf.size()), pf);
 }
 
 }  // namespace
