@@ -17,12 +17,14 @@ constexpr Program kPrograms[] = {
     {"badptr", "hypercalls with wild pointers/lengths; exits 0 iff all are rejected as expected", run_badptr},
     {"hcbench", "params[0] Nop hypercalls (default 1000); params[1] != 0: on every vCPU", run_hcbench},
     {"touch", "touches RAM: p0 node+1, p1 kinds, p2 bytes, p3 order, p4 stride, p5 flags, p6 passes", run_touch},
-    {"hostile", "a flood of hypercalls with random numbers and wild arguments on every vCPU; p0 = calls per vCPU",
+    {"hostile", "hostile guest: p1 scenario (0 flood, 1 pagetable, 2 race, 3 oom, 4 populate, 5 tables), p0 its count",
      run_hostile},
     {"vmtest", "guest-virtual memory scenarios (mmap/munmap/mprotect/brk, faults); p0 = scenario 1-9, p1 = pages",
      run_vmtest},
     {"ramlist", "prints the RAM map (gpa, size, node, kind) and reports ram.count/bytes/nodes", run_ramlist},
-    {"pfbench", "guest page-fault cost: p0 pages, p1 order (0 seq, 1 random), p2 flags (1 populate, 2 pass 2), p3 Nops",
+    {"pfbench",
+     "guest page-fault cost: p0 pages, p1 order (0 seq, 1 random), p2 flags (1 populate, 2 pass 2), p3 Nops, "
+     "p4 no-work #PFs",
      run_pfbench},
     // Allocator workloads: BootInfo::args (ops, heap, max_block, check_every, flags) and seed; docs/guest.md.
     {"slab-churn", "SlabHeap: random sizes/alignments, alloc/free mix, every block verified", run_alloc_workload},

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -18,6 +19,7 @@
 #include "vmm/memory/memory_config.h"
 #include "vmm/memory/memory_size.h"
 #include "vmm/run/metrics.h"
+#include "vmm/run/workloads.h"
 
 namespace pv::cli {
 namespace {
@@ -45,13 +47,71 @@ struct RunOptions {
     std::string fault_trace;
     std::string seccomp = "kill";
     bool memory_given = false;
+    // Allocator workloads (BootInfo::args); 0 = the workload's default.
+    std::string ops;
+    std::string heap;
+    std::string max_block;
+    std::string check_every;
+    bool populate = false;
+    bool test_corrupt = false;
+    std::vector<std::string> workload_flags_given;  // for "--ops applies to ..." errors
 };
+
+constexpr const char* kWorkloadFlags[] = {"--ops",         "--heap",     "--max-block",
+                                          "--check-every", "--populate", "--test-corrupt"};
+
+void add_workload_options(CLI::App& run, RunOptions& o) {
+    const std::string which = " (allocator workloads: " + run::allocator_workload_list() + "; docs/workloads.md)";
+    run.add_option("--ops", o.ops, "Operations to perform, per vCPU for multi; 0: the workload's default" + which);
+    run.add_option("--heap", o.heap,
+                   "Bytes of heap each allocator workload maps, K/M/G suffix, a multiple of 4K; 0: its default");
+    run.add_option("--max-block", o.max_block,
+                   "Largest request: bytes (byte allocators) or pages (frames, ids); 0: the workload's default");
+    run.add_option("--check-every", o.check_every, "Check the allocator's invariants every N operations; 0: default");
+    run.add_flag("--populate", o.populate, "Map the workload's heaps eagerly (mmap with populate): no page faults");
+    run.add_flag("--test-corrupt", o.test_corrupt,
+                 "TESTING ONLY: the workload corrupts one live block so that its verification must fail (exit 3)");
+}
+
+// A count: decimal or 0x hex, no sign, no suffix; empty = 0 (the workload's default).
+Expected<uint64_t> parse_count(const char* flag, const std::string& s) {
+    if (s.empty()) return uint64_t{0};
+    errno = 0;
+    char* end = nullptr;
+    uint64_t v = std::strtoull(s.c_str(), &end, 0);
+    if (!std::isdigit(static_cast<unsigned char>(s[0])) || *end != '\0' || errno == ERANGE)
+        return make_error(ErrorKind::Usage, std::string(flag) + ": invalid count '" + s +
+                                                "' (a non-negative integer below 2^64, decimal or 0x hex)");
+    return v;
+}
+
+Status workload_options(const RunOptions& o, run::RunConfig& c) {
+    if (!o.workload_flags_given.empty() && !run::is_allocator_workload(o.workload))
+        return make_error(ErrorKind::Usage, o.workload_flags_given.front() + " applies to the allocator workloads (" +
+                                                run::allocator_workload_list() + "), not '" + o.workload + "'");
+    abi::WorkloadArgs& a = c.workload_args;
+    PV_TRY_ASSIGN(a.ops, parse_count("--ops", o.ops));
+    PV_TRY_ASSIGN(a.max_block, parse_count("--max-block", o.max_block));
+    PV_TRY_ASSIGN(a.check_every, parse_count("--check-every", o.check_every));
+    a.flags = (o.populate ? abi::kWorkloadPopulate : 0) | (o.test_corrupt ? abi::kWorkloadCorrupt : 0);
+    a.heap_bytes = 0;
+    if (o.heap.empty()) return {};
+    memory::SizeScan scan = memory::scan_size(o.heap);
+    if (scan.status != memory::SizeScan::Status::Ok || scan.bytes % layout::kPage != 0 ||
+        scan.bytes > memory::kMaxRamSize)
+        return make_error(ErrorKind::Usage, "invalid --heap '" + o.heap +
+                                                "' (a multiple of 4 KiB up to 1T, K/M/G/T suffix, e.g. 16M; 0: "
+                                                "the workload's default)");
+    a.heap_bytes = scan.bytes;
+    return {};
+}
 
 void add_run_options(CLI::App& run, RunOptions& o) {
     run.add_option("--guest", o.guest,
                    "Guest ELF image (default: $PAGEVISOR_GUEST, else <exe dir>/../guest/pvguest.elf)");
     run.add_option("--workload", o.workload,
-                   "Guest program to run ('--workload help' lists them: hello, touch, ramlist, hcbench, ...)")
+                   "Guest program to run ('--workload help' lists them: hello, touch, ramlist, hcbench, the allocator "
+                   "workloads slab-churn, buddy-churn, ..., multi, ...)")
         ->capture_default_str();
     run.add_option("--param", o.params,
                    "Workload parameter (repeatable, up to 8; decimal, 0x hex or negative), e.g. --param 7 --param 1");
@@ -120,7 +180,13 @@ Expected<std::vector<int>> parse_cpu_list(const std::string& flag, const std::st
 Expected<std::string> read_file(const std::string& path, const std::string& what) {
     std::ifstream in(path, std::ios::binary);
     if (!in) return errno_error(ErrorKind::Io, "cannot open " + what + " '" + path + "'");
-    std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string data;
+    try {
+        data.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    } catch (
+        const std::ios_base::failure&) {  // libstdc++ throws when reading fails, e.g. a directory (found by fuzz_cli)
+        return errno_error(ErrorKind::Io, "cannot read " + what + " '" + path + "'");
+    }
     if (in.bad()) return errno_error(ErrorKind::Io, "cannot read " + what + " '" + path + "'");
     return data;
 }
@@ -223,6 +289,7 @@ Expected<run::RunConfig> to_config(const RunOptions& o) {
     if (!(o.timeout > 0) || o.timeout > 1e6) return make_error(ErrorKind::Usage, "--timeout must be in (0, 1e6]");
     c.timeout = std::chrono::milliseconds(std::max<int64_t>(1, std::llround(o.timeout * 1000.0)));
     PV_TRY(memory_options(o, c));
+    PV_TRY(workload_options(o, c));
     return c;
 }
 
@@ -258,20 +325,43 @@ std::string default_guest_path() {
     return (exe.parent_path() / ".." / "guest" / "pvguest.elf").lexically_normal().string();
 }
 
-int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+// The CLI11 description of the command line. Built once per CommandLine:
+// constructing it is most of the cost of a parse (fuzz_cli parses millions of
+// times); CLI11 clears its parse state at the start of each parse, and
+// CommandLine::run resets the bound options to their defaults.
+struct CommandLine::Impl {
     CLI::App app{"pagevisor: a KVM virtual machine monitor for guest-memory work", "pagevisor"};
-    app.set_version_flag("--version", std::string("pagevisor ") + PAGEVISOR_VERSION);
-    app.require_subcommand(1);
     RunOptions options;
-    CLI::App* run = app.add_subcommand("run", "Boot a guest image and run one workload to completion");
-    add_run_options(*run, options);
-    CLI::App* info = app.add_subcommand("info", "Show KVM, capability, CPUID and host NUMA information");
-    app.footer(
-        "Exit status: the guest's exit code, or 2 usage, 3 guest image, 4 KVM, 5 resource, 6 guest fault, "
-        "7 timeout, 8 I/O, 9 guest out of memory, 70 internal error (docs/cli.md).");
+    CLI::App* run = nullptr;
+    CLI::App* info = nullptr;
+
+    Impl() {
+        app.set_version_flag("--version", std::string("pagevisor ") + PAGEVISOR_VERSION);
+        app.require_subcommand(1);
+        run = app.add_subcommand("run", "Boot a guest image and run one workload to completion");
+        add_run_options(*run, options);
+        add_workload_options(*run, options);
+        info = app.add_subcommand("info", "Show KVM, capability, CPUID and host NUMA information");
+        app.footer(
+            "Exit status: the guest's exit code, or 2 usage, 3 guest image, 4 KVM, 5 resource, 6 guest fault, "
+            "7 timeout, 8 I/O, 9 guest out of memory, 70 internal error (docs/cli.md).");
+    }
+};
+
+CommandLine::CommandLine() : m_impl(std::make_unique<Impl>()) {}
+CommandLine::~CommandLine() = default;
+
+int CommandLine::run(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+    CLI::App& app = m_impl->app;
+    CLI::App* run = m_impl->run;
+    CLI::App* info = m_impl->info;
+    RunOptions& options = m_impl->options;
+    options = RunOptions{};
     try {
         app.parse(argc, argv);
         options.memory_given = run->count("--memory") > 0;
+        for (const char* flag : kWorkloadFlags)
+            if (run->count(flag) > 0) options.workload_flags_given.emplace_back(flag);
     } catch (const CLI::CallForHelp& e) {
         return app.exit(e, out, err);
     } catch (const CLI::CallForAllHelp& e) {
@@ -285,6 +375,10 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     }
     if (info->parsed()) return info_command(out, err);
     return run_command(options, out, err);
+}
+
+int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+    return CommandLine().run(argc, argv, out, err);
 }
 
 }  // namespace pv::cli

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <iosfwd>
+#include <memory>
 #include <string>
 
 #include "vmm/run/run_config.h"
@@ -12,6 +13,22 @@
 namespace pv::cli {
 
 int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& err);
+
+// run_cli() with the option parser built once, for callers that parse many
+// command lines (fuzz_cli): run() behaves exactly like run_cli().
+class CommandLine {
+public:
+    CommandLine();
+    ~CommandLine();
+    CommandLine(const CommandLine&) = delete;
+    CommandLine& operator=(const CommandLine&) = delete;
+
+    int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err);
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> m_impl;
+};
 
 // The guest image used when --guest is not given: $PAGEVISOR_GUEST, else
 // <directory of this executable>/../guest/pvguest.elf.

@@ -4,6 +4,7 @@
 
 #include "vmm/cli/cli.h"
 #include "vmm/memory/memory_size.h"
+#include "vmm/run/workload_summary.h"
 
 namespace pv::cli {
 namespace {
@@ -61,6 +62,11 @@ void memory_lines(std::ostringstream& o, const run::MemoryReport& m) {
                  std::to_string(g.fault_around_pages) + " pages by fault-around, " + std::to_string(g.spurious) +
                  " spurious, " + std::to_string(g.segv) + " segv, " + std::to_string(g.oom) + " oom), " +
                  std::to_string(g.shootdowns) + " shootdowns");
+        if (g.latency.count != 0)
+            line(o, "guest fault latency",
+                 "p50 " + format_duration(std::chrono::nanoseconds(g.latency.p50_ns())) + ", p99 " +
+                     format_duration(std::chrono::nanoseconds(g.latency.p99_ns())) + ", max " +
+                     format_duration(std::chrono::nanoseconds(g.latency.max_ns)));
     }
     if (!m.demand) return;
     const auto& f = *m.demand;
@@ -76,6 +82,63 @@ void memory_lines(std::ostringstream& o, const run::MemoryReport& m) {
     if (f.oom_refusals != 0 || f.stalls != 0)
         line(o, "demand failures",
              std::to_string(f.oom_refusals) + " out-of-memory refusals, " + std::to_string(f.stalls) + " stalls");
+}
+
+std::string rate_text(std::optional<double> per_sec) {
+    if (!per_sec) return "n/a (the guest had no TSC frequency)";
+    char buf[48];
+    if (*per_sec >= 1e6)
+        (void)std::snprintf(buf, sizeof buf, "%.2f M", *per_sec / 1e6);
+    else if (*per_sec >= 1e3)
+        (void)std::snprintf(buf, sizeof buf, "%.1f K", *per_sec / 1e3);
+    else
+        (void)std::snprintf(buf, sizeof buf, "%.0f", *per_sec);
+    return buf;
+}
+
+std::string frames_text(const run::MemoryReport& m) {
+    std::string v;
+    const auto& frames = m.guest_virtual->frames_per_node;
+    for (size_t n = 0; n < frames.size(); ++n) {
+        if (!v.empty()) v += ", ";
+        v += "node " + std::to_string(n) + ": " + std::to_string(frames[n]);
+        for (const auto& node : m.nodes)
+            if (node.node == n) v += " (host pages backing the node: " + std::to_string(node.used_pages()) + ")";
+    }
+    return v.empty() ? "none" : v;
+}
+
+// The allocator workload's results (docs/workloads.md), when the guest reported them.
+void workload_lines(std::ostringstream& o, const run::WorkloadSummary& w, const run::MemoryReport& m) {
+    o << "  workload summary (" << w.name << "):\n";
+    line(o, "  result", w.verdict());
+    line(o, "  ops",
+         std::to_string(w.ops) + " (" + std::to_string(w.allocs) + " allocs, " + std::to_string(w.frees) + " frees, " +
+             std::to_string(w.failures) + " refused) on " + std::to_string(w.vcpus) +
+             (w.vcpus == 1 ? " vCPU" : " vCPUs"));
+    std::string rate = rate_text(w.ops_per_sec);
+    if (w.ns != 0)
+        rate += " (" + std::to_string(w.ops) + " ops in " + format_duration(std::chrono::nanoseconds(w.ns)) + ")";
+    line(o, "  ops/s (guest time)", rate);
+    line(o, "  verification errors", std::to_string(w.verify_errors));
+    line(o, "  invariant checks",
+         std::to_string(w.invariant_checks) + " (" + std::to_string(w.invariant_failures) + " failed)");
+    line(o, "  peak", memory::format_size(w.bytes_peak) + " in " + std::to_string(w.live_peak) + " live blocks");
+    line(o, "  heap",
+         memory::format_size(w.heap_bytes) + " mapped, " + std::to_string(w.pages_touched) + " pages touched");
+    if (m.guest_virtual) {
+        const auto& g = *m.guest_virtual;
+        line(o, "  guest page faults",
+             std::to_string(g.faults) + " (" + std::to_string(g.fault_around_pages) + " more pages by fault-around)");
+        line(o, "  frames mapped at exit", frames_text(m));
+    }
+    if (auto l = run::workload_fault_latency(m))
+        line(o, "  fault latency",
+             "p50 " + format_duration(std::chrono::nanoseconds(l->latency.p50_ns())) + ", p99 " +
+                 format_duration(std::chrono::nanoseconds(l->latency.p99_ns())) + " (" + l->source + ", " +
+                 std::to_string(l->latency.count) + " samples)");
+    else
+        line(o, "  fault latency", "n/a (no fault was timed)");
 }
 
 }  // namespace
@@ -100,6 +163,7 @@ std::string format_report(const run::RunConfig& config, const run::RunResult& r)
          r.time_to_first_hypercall ? format_duration(*r.time_to_first_hypercall) : "none");
     line(o, "hypercalls", std::to_string(r.total_hypercalls()) + " (" + std::to_string(r.total_exits()) + " exits)");
     memory_lines(o, r.memory_report);
+    if (auto w = run::workload_summary(config, r)) workload_lines(o, *w, r.memory_report);
     if (!r.reports.empty()) o << "  guest report:\n";
     for (const auto& e : r.reports) {
         char buf[64];

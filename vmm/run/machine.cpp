@@ -95,10 +95,15 @@ Status Machine::boot(Clock::time_point created) {
     pc.ram = boot.ram;
     pc.vcpu_node = boot.vcpu_node;
     pc.nodes = boot.node_count;
+    // A node's zone quotas limit the guest frames pagevisor hands out there too (docs/memory-config.md).
+    for (const auto& spec : memory::node_pools(m_memsys->config()))
+        pc.node_quota_frames.push_back(spec.quota / layout::kPage);
     m_world = std::make_unique<WorldGate>(m_config.vcpus, [this](uint32_t v) { kick(v); });
     PV_TRY_ASSIGN(m_paging, GuestPaging::create(pc, m_mem, m_pool.get(), m_pt->root(), *m_world));
     m_access->set_query([p = m_paging.get()](mm::GuestVirtAddr va) { return p->space().query(va); });
     m_dispatcher.set_memory_calls(m_paging.get());
+    PV_TRY_ASSIGN(auto stub_data, m_mem.host_span(mm::GuestPhysAddr(layout::kStubDataAddr), sizeof(abi::StubData)));
+    m_dispatcher.set_stub_data(reinterpret_cast<abi::StubData*>(stub_data.data()));
     PV_TRY_ASSIGN(auto cpuid, m_kvm.supported_cpuid());
     for (uint32_t i = 0; i < m_config.vcpus; ++i) PV_TRY(setup_vcpu(i, cpuid));
     return {};

@@ -60,8 +60,9 @@ private:
         abi::HypercallPage* page = nullptr;
         pthread_t thread{};  // written before `started` is set
         std::atomic<bool> started{false};
-        std::atomic<int> cpu{-1};       // pinned CPU, -1: not pinned
-        bool in_fault_handler = false;  // a segmentation fault was delivered to the guest (vCPU thread only)
+        std::atomic<int> cpu{-1};               // pinned CPU, -1: not pinned
+        bool in_fault_handler = false;          // a segmentation fault was delivered to the guest (vCPU thread only)
+        uint64_t handler_sets_at_delivery = 0;  // Services::fault_handler_sets when it was delivered
     };
 
     Machine(const RunConfig& config, kvm::Kvm kvm, loader::Image image, std::unique_ptr<MemorySystem> memsys);

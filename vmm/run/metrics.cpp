@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "vmm/kvm/kvm.h"
+#include "vmm/run/workload_summary.h"
 
 namespace pv::run {
 
@@ -65,7 +66,8 @@ nlohmann::ordered_json memory_json(const MemoryReport& m) {
                               {"huge_faults", g.huge_faults},
                               {"shootdowns", g.shootdowns},
                               {"page_table_frames", g.page_table_frames},
-                              {"frames_per_node", g.frames_per_node}};
+                              {"frames_per_node", g.frames_per_node},
+                              {"latency_ns", latency_json(g.latency)}};
     }
     // Per backend. Eager faults are resolved by the kernel: pagevisor does not see them one by one.
     j["fault_latency_ns"] = latency;
@@ -105,17 +107,22 @@ nlohmann::ordered_json run_metrics(const RunConfig& config, const RunResult& r) 
     vm["time_to_first_hypercall_ns"] = r.time_to_first_hypercall
                                            ? nlohmann::ordered_json(r.time_to_first_hypercall->count())
                                            : nlohmann::ordered_json(nullptr);
-    return {{"utc_timestamp_ms", duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count()},
-            {"format_version", kMetricsFormatVersion},
-            {"source", "run"},
-            {"vm", vm},
-            {"vcpu", vcpus},
-            {"memory", memory_json(r.memory_report)},
-            {"guest", guest}};
+    nlohmann::ordered_json line = {
+        {"utc_timestamp_ms", duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count()},
+        {"format_version", kMetricsFormatVersion},
+        {"source", "run"},
+        {"vm", vm},
+        {"vcpu", vcpus},
+        {"memory", memory_json(r.memory_report)},
+        {"guest", guest}};
+    // Allocator workloads only (docs/workloads.md).
+    if (auto w = workload_summary(config, r)) line["workload"] = workload_json(*w, r.memory_report);
+    return line;
 }
 
 Status append_metrics_line(const std::string& path, const nlohmann::ordered_json& line) {
-    const std::string text = line.dump() + "\n";
+    // replace: a workload name or path with invalid UTF-8 must not throw (found by fuzz_cli)
+    const std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
     if (path == "-") {
         std::cout << text << std::flush;
         return {};

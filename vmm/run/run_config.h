@@ -120,16 +120,17 @@ struct FaultReport {
 
 // Guest-virtual memory served by pagevisor (vmm/paging, vmm/run/guest_paging.h).
 struct GuestVirtualReport {
-    uint64_t faults = 0;                    // guest #PF handled
-    uint64_t mapped_faults = 0;             // ... that mapped pages
-    uint64_t spurious = 0;                  // ... already mapped (nothing replaced)
-    uint64_t segv = 0;                      // ... not allowed: segmentation fault
-    uint64_t oom = 0;                       // ... no frame on the node
-    uint64_t fault_around_pages = 0;        // pages mapped beyond the faulting one
-    uint64_t huge_faults = 0;               // faults served with a 2 MiB page
-    uint64_t shootdowns = 0;                // translation flushes (every vCPU stopped, memslots re-created)
-    uint64_t page_table_frames = 0;         // page-table frames taken from the guest frame allocator
-    std::vector<uint64_t> frames_per_node;  // 4 KiB frames mapped at the end, per guest node
+    uint64_t faults = 0;                         // guest #PF handled
+    uint64_t mapped_faults = 0;                  // ... that mapped pages
+    uint64_t spurious = 0;                       // ... already mapped (nothing replaced)
+    uint64_t segv = 0;                           // ... not allowed: segmentation fault
+    uint64_t oom = 0;                            // ... no frame on the node
+    uint64_t fault_around_pages = 0;             // pages mapped beyond the faulting one
+    uint64_t huge_faults = 0;                    // faults served with a 2 MiB page
+    uint64_t shootdowns = 0;                     // translation flushes (every vCPU stopped, memslots re-created)
+    uint64_t page_table_frames = 0;              // page-table frames taken from the guest frame allocator
+    std::vector<uint64_t> frames_per_node;       // 4 KiB frames mapped at the end, per guest node
+    memory::LatencyHistogram::Snapshot latency;  // per guest #PF: exit handled to resume decision
 };
 
 struct MemoryReport {

@@ -3,7 +3,10 @@
 namespace pv::run {
 
 Services::Services(uint32_t vcpus, std::function<void(std::string_view)> sink)
-    : m_vcpus(vcpus), m_sink(std::move(sink)), m_partial(vcpus) {}
+    : m_handler_sets(std::make_unique<std::atomic<uint64_t>[]>(vcpus)),
+      m_vcpus(vcpus),
+      m_sink(std::move(sink)),
+      m_partial(vcpus) {}
 
 void Services::emit_locked(uint32_t vcpu, std::string_view line) {
     std::string out = m_vcpus > 1 ? "[vcpu " + std::to_string(vcpu) + "] " : std::string();
@@ -13,9 +16,10 @@ void Services::emit_locked(uint32_t vcpu, std::string_view line) {
     if (m_sink) m_sink(out);
 }
 
-int64_t Services::set_fault_handler(uint32_t /*vcpu*/, uint64_t gva) {
+int64_t Services::set_fault_handler(uint32_t vcpu, uint64_t gva) {
     if (gva >= (uint64_t{1} << 47)) return static_cast<int64_t>(abi::HcError::Invalid);
     m_fault_handler.store(gva, std::memory_order_release);
+    if (vcpu < m_vcpus) m_handler_sets[vcpu].fetch_add(1, std::memory_order_acq_rel);
     return 0;
 }
 

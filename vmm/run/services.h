@@ -7,6 +7,7 @@
 #include <atomic>
 
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -26,6 +27,11 @@ public:
     // Any canonical lower-half (user) address or 0; Invalid otherwise.
     int64_t set_fault_handler(uint32_t vcpu, uint64_t gva) override;
     [[nodiscard]] uint64_t fault_handler() const { return m_fault_handler.load(std::memory_order_acquire); }
+    // How many times `vcpu` called SetFaultHandler successfully: a call made after a
+    // segmentation fault was delivered re-arms delivery on that vCPU (docs/hypercall-abi.md).
+    [[nodiscard]] uint64_t fault_handler_sets(uint32_t vcpu) const {
+        return vcpu < m_vcpus ? m_handler_sets[vcpu].load(std::memory_order_acquire) : 0;
+    }
 
     // Emits unterminated lines, then moves the collected text and reports out.
     void finish(std::string& console, std::vector<ReportEntry>& reports);
@@ -34,6 +40,7 @@ private:
     void emit_locked(uint32_t vcpu, std::string_view line);
 
     std::atomic<uint64_t> m_fault_handler{0};
+    std::unique_ptr<std::atomic<uint64_t>[]> m_handler_sets;  // per vCPU, written by that vCPU's thread
     std::mutex m_lock;
     uint32_t m_vcpus;
     std::function<void(std::string_view)> m_sink;

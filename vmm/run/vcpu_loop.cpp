@@ -203,7 +203,10 @@ Machine::Next Machine::on_exception(uint32_t i) {
 // that stops the guest with the address, the access and RIP.
 Machine::Next Machine::on_page_fault(uint32_t i, const abi::ExceptionFrame& frame) {
     using Kind = paging::FaultResult::Kind;
+    const auto start = Clock::now();
     paging::FaultResult r = m_paging->handle_fault(i, frame.cr2, frame.error_code);
+    m_paging->record_fault_latency(
+        i, static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count()));
     if (r.kind == Kind::Mapped || r.kind == Kind::Spurious) return Next::Continue;
     static constexpr const char* kAccess[] = {"read", "write", "execute"};
     const char* access = kAccess[static_cast<int>(r.access)];
@@ -214,6 +217,9 @@ Machine::Next Machine::on_page_fault(uint32_t i, const abi::ExceptionFrame& fram
                           x86::hex(frame.cr2) + ", RIP " + x86::hex(frame.rip) + ", vCPU " + std::to_string(i) + ")"});
         return Next::EndVcpu;
     }
+    // A SetFaultHandler call since the last delivery means the guest recovered from it.
+    if (m_per_vcpu[i].in_fault_handler && m_services.fault_handler_sets(i) != m_per_vcpu[i].handler_sets_at_delivery)
+        m_per_vcpu[i].in_fault_handler = false;
     if (deliver_segv(i, frame, r)) return Next::Continue;
     static constexpr const char* kReason[] = {"no mapping", "not allowed by the mapping", "corrupt page table"};
     const bool nested = m_per_vcpu[i].in_fault_handler;
@@ -240,6 +246,7 @@ bool Machine::deliver_segv(uint32_t i, const abi::ExceptionFrame& frame, const p
     regs->rcx = static_cast<uint64_t>(r.reason);
     if (!m_vcpus[i].set_regs(*regs)) return false;
     m_per_vcpu[i].in_fault_handler = true;
+    m_per_vcpu[i].handler_sets_at_delivery = m_services.fault_handler_sets(i);
     return true;
 }
 
@@ -324,6 +331,7 @@ RunResult Machine::collect() {
         g.shootdowns = ps.shootdowns;
         g.page_table_frames = ps.provider_tables;
         g.frames_per_node = ps.frames_per_node;
+        g.latency = m_paging->fault_latency();
         r.memory_report.guest_virtual = g;
     }
     for (uint32_t i = 0; i < m_config.vcpus; ++i) r.vcpu_cpus.push_back(m_per_vcpu[i].cpu.load());

@@ -28,13 +28,13 @@ struct BootConfig {
     uint64_t seed = 0;
     std::string workload;  // at most 31 bytes (Usage error otherwise)
     std::array<uint64_t, 8> params{};
-    abi::WorkloadArgs args{};
-    uint64_t tsc_khz = 0;  // 0 = unknown
     // BootInfo's RAM map (at most abi::kMaxRamRanges, sorted, >= kFreeRamStart)
     // and the guest NUMA node of each vCPU (empty: all on node 0).
     std::vector<abi::RamRange> ram;
     std::vector<uint32_t> vcpu_node;
     uint32_t node_count = 1;
+    abi::WorkloadArgs args{};  // allocator workload arguments
+    uint64_t tsc_khz = 0;      // 0 = unknown
 };
 
 // Copies every segment's file bytes to its GPA and zeroes the rest of it.

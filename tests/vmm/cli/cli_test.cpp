@@ -303,6 +303,87 @@ TEST(Cli, NoPermissionForKvmIsExplained) {
     EXPECT_EQ(o.err, "pagevisor: error: no permission to open /dev/kvm (add yourself to the kvm group)\n");
 }
 
+TEST(Cli, WorkloadOptionsInHelp) {
+    Outcome o = pagevisor("run --help");
+    EXPECT_EQ(o.status, 0);
+    for (const char* opt : {"--ops", "--heap", "--max-block", "--check-every", "--populate", "--test-corrupt"})
+        EXPECT_NE(o.out.find(opt), std::string::npos) << opt;
+    EXPECT_NE(o.out.find("TESTING ONLY"), std::string::npos) << "--test-corrupt is marked";
+    EXPECT_NE(o.out.find("slab-churn"), std::string::npos);
+}
+
+TEST(Cli, BadWorkloadOptionsAreOneLineUsageErrors) {
+    const std::pair<const char*, const char*> cases[] = {
+        {"run --workload slab-churn --ops -1", "--ops: invalid count '-1'"},
+        {"run --workload slab-churn --ops 1.5", "--ops: invalid count '1.5'"},
+        {"run --workload slab-churn --ops 99999999999999999999", "--ops: invalid count"},
+        {"run --workload frames --max-block x", "--max-block: invalid count 'x'"},
+        {"run --workload ids --check-every -3", "--check-every: invalid count '-3'"},
+        {"run --workload tlsf-churn --heap 12Q", "invalid --heap '12Q'"},
+        {"run --workload tlsf-churn --heap 5000", "invalid --heap '5000'"},
+        {"run --ops 10", "--ops applies to the allocator workloads (slab-churn, "},
+        {"run --workload touch --heap 1M", "--heap applies to the allocator workloads"},
+        {"run --workload hcbench --populate", "--populate applies to the allocator workloads"},
+        {"run --workload ramlist --test-corrupt", "not 'ramlist'"},
+    };
+    for (const auto& [args, message] : cases) {
+        Outcome o = pagevisor(args);
+        EXPECT_EQ(o.status, 2) << args << ": " << o.err;
+        EXPECT_EQ(lines(o.err), 1u) << args << ": " << o.err;
+        EXPECT_EQ(o.err.rfind("pagevisor: error: ", 0), 0u) << o.err;
+        EXPECT_NE(o.err.find(message), std::string::npos) << args << ": " << o.err;
+    }
+}
+
+// Small slab-churn run: the summary block and the metrics line's "workload" group.
+TEST(Cli, WorkloadSummaryAndMetrics) {
+    PV_REQUIRE_KVM();
+    const std::string path = testing::TempDir() + "pv_cli_wl." + std::to_string(::getpid()) + ".jsonl";
+    std::remove(path.c_str());
+    Outcome o = pagevisor(
+        "run --workload slab-churn --ops 5000 --heap 2M --max-block 4096 --check-every 500 --seed 9 "
+        "--memory-zone id=m0,size=48M --memory-zone id=d0,size=64M,backend=demand --fault-around off --metrics '" +
+        path + "'");
+    ASSERT_EQ(o.status, 0) << o.err << o.out;
+    EXPECT_NE(o.out.find("workload summary (slab-churn):"), std::string::npos) << o.out;
+    EXPECT_NE(o.out.find("    result                 ok\n"), std::string::npos) << o.out;
+    EXPECT_NE(o.out.find("    ops                    5000 ("), std::string::npos) << o.out;
+    EXPECT_NE(o.out.find("    invariant checks       11 (0 failed)"), std::string::npos) << o.out;
+    EXPECT_NE(o.out.find("    fault latency          p50 "), std::string::npos) << o.out;
+    std::string text = slurp(path);
+    std::remove(path.c_str());
+    ASSERT_EQ(lines(text), 1u) << text;
+    auto j = nlohmann::json::parse(text);
+    const auto& w = j["workload"];
+    EXPECT_EQ(w["name"], "slab-churn");
+    EXPECT_EQ(w["passed"], true);
+    EXPECT_EQ(w["ops"], 5000);
+    EXPECT_EQ(w["verify_errors"], 0);
+    EXPECT_EQ(w["invariant_checks"], 11);
+    EXPECT_EQ(w["heap_bytes"], 2 << 20);
+    EXPECT_GT(w["ops_per_sec"].get<double>(), 0.0);
+    // Fault-around off: one guest page fault per heap page first touched (at least the pages blocks covered).
+    EXPECT_GE(w["guest_mapped_faults"].get<uint64_t>(), w["pages_touched"].get<uint64_t>());
+    EXPECT_EQ(w["frames_per_node_at_exit"], nlohmann::json::array({0}));
+    EXPECT_TRUE(w["stats"].is_object());
+}
+
+TEST(Cli, CorruptedWorkloadFailsVerification) {
+    PV_REQUIRE_KVM();
+    Outcome o = pagevisor("run --workload buddy-churn --ops 5000 --heap 2M --test-corrupt");
+    EXPECT_EQ(o.status, 3) << o.err << o.out;
+    EXPECT_NE(o.out.find("    result                 VERIFICATION FAILED: "), std::string::npos) << o.out;
+    Outcome q = pagevisor("run -q --workload buddy-churn --ops 5000 --heap 2M --test-corrupt");
+    EXPECT_EQ(q.status, 3) << q.err << q.out;
+}
+
+TEST(Cli, WorkloadBadArgumentsFromTheGuestAreStatus2) {
+    PV_REQUIRE_KVM();
+    Outcome o = pagevisor("run -q --workload frames --heap 1M --max-block 1000");  // > a quarter of the heap
+    EXPECT_EQ(o.status, 2) << o.err << o.out;
+    EXPECT_NE(o.out.find("frames: bad arguments"), std::string::npos) << o.out;
+}
+
 // In-process: run_cli with string streams (no binary needed).
 TEST(CliInProcess, ParseErrorGoesToErr) {
     std::ostringstream out, err;

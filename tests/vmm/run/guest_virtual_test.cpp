@@ -231,3 +231,109 @@ TEST(GuestVirtual, PfbenchCountsFaults) {
 
 }  // namespace
 }  // namespace pv::run
+
+namespace pv::run {
+namespace {
+
+// The no-work window (SetNoWorkWindow, guest/kernel/stubs.S): pfbench with p4 =
+// N loads from a PROT_NONE page registered as the window. Each load is a #PF
+// that the guest's CPL0 stub handles alone (the load is skipped, no exit);
+// the lazy pages touched while the window exists, outside it, still fault to
+// pagevisor one by one.
+TEST(GuestVirtual, NoWorkWindowFaultsNeverExit) {
+    PV_REQUIRE_KVM();
+    constexpr uint64_t kPages = 64;
+    constexpr uint64_t kNoWork = 2000;
+    RunConfig c = vmtest(0);
+    c.workload = "pfbench";
+    c.params = {kPages, 0, 0, 16, kNoWork, 0, 0, 0};
+    RunResult r = run(c);
+    ASSERT_EQ(r.exit_status, 0) << text(r);
+    ASSERT_NE(field(r, "pf.nowork_skipped"), nullptr) << text(r);
+    EXPECT_EQ(field(r, "pf.errors")->u64, 0u);
+    EXPECT_EQ(field(r, "pf.nowork_faults")->u64, kNoWork);
+    EXPECT_EQ(field(r, "pf.nowork_skipped")->u64, kNoWork) << "every probe was skipped by the stub";
+    EXPECT_EQ(gv(r).faults, kPages) << "faults outside the window reach pagevisor, those inside do not";
+    EXPECT_EQ(gv(r).segv, 0u);
+    // Every exit is a hypercall or one of the lazy pages' faults (a few spare
+    // for exits KVM may add, e.g. a signal); kNoWork more would mean the
+    // window's faults exited.
+    ASSERT_EQ(r.vcpus.size(), 1u);
+    const uint64_t other_exits = r.vcpus[0].exits - r.vcpus[0].hypercalls;
+    EXPECT_GE(other_exits, kPages);
+    EXPECT_LE(other_exits, kPages + 16);
+}
+
+// Without a window, the same probe is an ordinary fault on a PROT_NONE page:
+// pagevisor delivers a segmentation fault (no loop, no skipped instruction).
+TEST(GuestVirtual, ProbeWithoutNoWorkWindowIsSegv) {
+    PV_REQUIRE_KVM();
+    RunConfig c = vmtest(0);
+    c.workload = "pfbench";
+    c.params = {1, 0, 4, 1, 0, 0, 0, 0};
+    RunResult r = run(c);
+    ASSERT_EQ(r.exit_status, 139) << text(r);
+    auto at = r.console.find("pfbench: probe 0x");
+    ASSERT_NE(at, std::string::npos) << r.console;
+    const uint64_t page = std::stoull(r.console.substr(at + 17), nullptr, 16);
+    const auto* addr = field(r, "segv.addr");
+    ASSERT_NE(addr, nullptr) << text(r);
+    EXPECT_EQ(addr->u64, page);
+    EXPECT_EQ(r.console.find("was skipped"), std::string::npos) << r.console;
+    EXPECT_EQ(gv(r).segv, 1u);
+}
+
+// pfbench refuses an unknown flag and too many no-work faults (the window's own
+// checks are the dispatcher's: tests/vmm/hypercall/dispatcher_test.cpp).
+TEST(GuestVirtual, PfbenchNoWorkParamsAreChecked) {
+    PV_REQUIRE_KVM();
+    RunConfig c = vmtest(0);
+    c.workload = "pfbench";
+    c.params = {1, 0, 8, 1, 0, 0, 0, 0};  // unknown p2 bit
+    EXPECT_EQ(run(c).exit_status, 2);
+    c.params = {1, 0, 0, 1, (1ULL << 20) + 1, 0, 0, 0};  // p4 above 2^20
+    EXPECT_EQ(run(c).exit_status, 2);
+}
+
+// Every guest #PF pagevisor served is timed into the per-vCPU latency histograms,
+// merged in the report: as many samples as faults, from both vCPUs.
+TEST(GuestVirtual, EveryGuestFaultIsTimed) {
+    PV_REQUIRE_KVM();
+    RunConfig c = vmtest(10, 100, 2);
+    RunResult r = run(c);
+    expect_ok(r);
+    const auto& g = gv(r);
+    EXPECT_EQ(g.latency.count, g.faults);
+    EXPECT_GE(g.latency.count, 200u) << "each vCPU touched 100 pages lazily";
+    EXPECT_GT(g.latency.max_ns, 0u);
+    EXPECT_LE(g.latency.p50_ns(), g.latency.max_ns);
+    EXPECT_LE(g.latency.p99_ns(), g.latency.max_ns);
+}
+
+// A zone quota limits the guest frames pagevisor hands out on its node: an eager
+// 64 MiB zone (the image, boot structures) plus a demand zone with a 2 MiB quota
+// on node 0; the guest frame limit is 512 frames, so touching 1024 lazily mapped
+// pages stops the guest as out of memory in a page fault, and 256 pages fit.
+TEST(GuestVirtual, ZoneQuotaLimitsGuestFrames) {
+    PV_REQUIRE_KVM();
+    auto config = [](uint64_t pages) {
+        RunConfig c = vmtest(10, pages);
+        memory::ZoneConfig d = zone("d0");
+        d.backend = memory::ZoneBackend::Demand;
+        d.quota = 2ULL << 20;
+        c.memory_config.zones = {zone("m0"), d};
+        return c;
+    };
+    RunResult over = run(config(1024));
+    ASSERT_TRUE(over.error.has_value()) << over.console;
+    EXPECT_EQ(over.error->kind, ErrorKind::GuestOutOfMemory);
+    EXPECT_NE(over.error->message.find("guest out of memory on node 0 (page fault"), std::string::npos)
+        << over.error->message;
+    EXPECT_EQ(over.exit_status, 9);
+    RunResult under = run(config(256));
+    expect_ok(under);
+    EXPECT_EQ(gv(under).frames_per_node[0], 256u);
+}
+
+}  // namespace
+}  // namespace pv::run
