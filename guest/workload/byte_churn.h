@@ -294,7 +294,7 @@ Result run_multi(const Params& p, Env& env) {
     // give theirs back before they count themselves done, so that when vCPU 0 reports
     // (and exits), every other vCPU's heap is already unmapped.
     Mappings<Env> maps(env);
-    Result setup;             // vCPU 0: the shared heap's mapping and init checks
+    Result setup;  // vCPU 0: the shared heap's mapping and init checks
     if (p.vcpu == 0) setup_shared(p, maps, sh, setup);
     while (atomic_load(sh.state) == kSharedPending) env.relax();
     Result mine;
