@@ -58,11 +58,15 @@
 #include <vector>
 
 #include "bench/support/latency_export.h"
+#include "bench/support/timing.h"
 #include "vmm/kvm/kvm.h"
 #include "vmm/memory/fault_server.h"
 #include "vmm/run/run_config.h"
 
 namespace {
+
+using pv::bench::median;
+using pv::bench::tsc_ghz;
 
 using Clock = std::chrono::steady_clock;
 using pv::memory::LatencyHistogram;
@@ -99,26 +103,6 @@ const char* placement_name(Placement p) {
 }
 
 bool is_demand(Mode m) { return m == Mode::Uffd1Page || m == Mode::UffdFaultAround; }
-
-// Host TSC ticks per ns, measured once.
-double tsc_ghz() {
-    static const double ghz = [] {
-        auto t0 = Clock::now();
-        uint64_t c0 = __rdtsc();
-        while (Clock::now() - t0 < std::chrono::milliseconds(50)) {
-        }
-        uint64_t c1 = __rdtsc();
-        double ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count();
-        return static_cast<double>(c1 - c0) / ns;
-    }();
-    return ghz;
-}
-
-double median(std::vector<double> v) {
-    if (v.empty()) return 0;
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-}
 
 struct Case {
     Mode mode = Mode::AnonKernel;

@@ -36,12 +36,16 @@
 #include <vector>
 
 #include "bench/support/metrics_export.h"
+#include "bench/support/timing.h"
 #include "guest/workload/workload.h"
 #include "vmm/kvm/kvm.h"
 #include "vmm/run/run_config.h"
 #include "vmm/run/workload_summary.h"
 
 namespace {
+
+using pv::bench::median;
+using pv::bench::tsc_ghz;
 
 namespace wl = pv::workload;
 using Clock = std::chrono::steady_clock;
@@ -60,26 +64,6 @@ const char* heap_name(Heap h) {
         case Heap::HostLazy: return "lazy";
     }
     return "?";
-}
-
-// Host TSC ticks per ns, measured once.
-double tsc_ghz() {
-    static const double ghz = [] {
-        auto t0 = Clock::now();
-        uint64_t c0 = __rdtsc();
-        while (Clock::now() - t0 < std::chrono::milliseconds(50)) {
-        }
-        uint64_t c1 = __rdtsc();
-        double ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count();
-        return static_cast<double>(c1 - c0) / ns;
-    }();
-    return ghz;
-}
-
-double median(std::vector<double> v) {
-    if (v.empty()) return 0;
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
 }
 
 // The engine's environment on the host: rdtsc, a mutex for multi, and memory laid

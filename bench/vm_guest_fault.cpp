@@ -47,10 +47,14 @@
 #include <string>
 #include <vector>
 
+#include "bench/support/timing.h"
 #include "vmm/kvm/kvm.h"
 #include "vmm/run/run_config.h"
 
 namespace {
+
+using pv::bench::median;
+using pv::bench::tsc_ghz;
 
 using Clock = std::chrono::steady_clock;
 
@@ -89,26 +93,6 @@ uint64_t flags_of(Mode m) {
     if (m == Mode::Populated) return kFlagPopulate;
     if (m == Mode::Mapped) return kFlagSecondPass;
     return 0;
-}
-
-// Host TSC ticks per ns, measured once.
-double tsc_ghz() {
-    static const double ghz = [] {
-        auto t0 = Clock::now();
-        uint64_t c0 = __rdtsc();
-        while (Clock::now() - t0 < std::chrono::milliseconds(50)) {
-        }
-        uint64_t c1 = __rdtsc();
-        double ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count();
-        return static_cast<double>(c1 - c0) / ns;
-    }();
-    return ghz;
-}
-
-double median(std::vector<double> v) {
-    if (v.empty()) return 0;
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
 }
 
 pv::run::RunConfig pfbench_config(Mode m, bool random, uint64_t pages, uint64_t nops, uint64_t nowork) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "bench/support/metrics_export.h"
+#include "bench/support/timing.h"
 #include "vmm/kvm/kvm.h"
 #include "vmm/kvm/vcpu.h"
 #include "vmm/kvm/vm.h"
@@ -19,15 +20,11 @@
 
 namespace {
 
+using pv::bench::median;
+
 using Clock = std::chrono::steady_clock;
 double g_bare_vm_us = 0;
 double g_kvm_run_floor_us = 0;
-
-double median(std::vector<double> v) {
-    if (v.empty()) return 0;
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-}
 
 double us_since(Clock::time_point t0) { return std::chrono::duration<double, std::micro>(Clock::now() - t0).count(); }
 

@@ -30,7 +30,7 @@
 
 namespace pv::abi {
 
-inline constexpr uint32_t kAbiVersion = 2;
+inline constexpr uint32_t kAbiVersion = 1;
 inline constexpr uint64_t kBootMagic = 0x3176'7367'6170'7670ULL;  // "pvpagsv1" little-endian
 
 enum class Call : uint64_t {
