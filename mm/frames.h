@@ -289,6 +289,29 @@ public:
         return ok();
     }
 
+    // Takes exactly frames [first, first + frames) out of their node's pool and
+    // marks them in use, as if alloc_contiguous had handed them out: rebuilding
+    // the allocation state of a restored guest from its page tables. Returns
+    // the node. All or nothing. Errors: BadState before init; InvalidParam for
+    // 0 frames or a wrapping run; OutOfRange unless the run lies in one node's
+    // ranges; AlreadyExists if a frame is in use or cached; NoMemory if the
+    // node's quota would be exceeded.
+    Result<uint32_t> claim(GuestFrame first, size_t frames) {
+        if (m_node == nullptr) return err(Error::BadState);
+        if (frames == 0 || frames - 1 > GuestFrame::kMaxNumber - first.number()) return err(Error::InvalidParam);
+        const frames_detail::RangeEntry* r = m_ranges.find(first.number());
+        if (r == nullptr || !m_ranges.covers(first.number(), frames)) return err(Error::OutOfRange);
+        const uint32_t node = r->node;
+        Node& n = m_node[node];
+        frames_detail::Guard guard(n.lock);
+        if (n.quota != 0 && (frames > n.quota || used_total(node) > n.quota - frames)) return err(Error::NoMemory);
+        if (!n.pool.alloc_pages_at(first.start_address(), frames).has_value()) return err(Error::AlreadyExists);
+        MM_ASSERT(n.update_in_use(m_ranges, *r, first.number(), frames, true));
+        n.add_used_locked(frames);
+        n.sync_free_locked();
+        return node;
+    }
+
     // Returns cpu's cached frames (of every node) to their pools. Owner thread only.
     void drain(uint32_t cpu) {
         if (cpu >= m_cpus) return;

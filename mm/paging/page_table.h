@@ -199,6 +199,19 @@ public:
         return ok();
     }
 
+    // Visits every table reachable from the root, the root first, then depth-first in
+    // entry order: fn(GuestFrame) -> bool (false stops). A table linked from two entries
+    // is visited twice (callers that own tables detect that as a corrupt tree). Corrupted
+    // on a table outside table memory, reserved bits in a present entry, a loop, or more
+    // than kMaxTableVisits tables.
+    template <class F>
+    Status for_each_table(F&& fn) const {
+        uint64_t budget = kMaxTableVisits;
+        MM_TRY_ASSIGN(bool go_on, visit_tables<Level::Pml4>(m_root, detail::TablePath{}, fn, budget));
+        (void)go_on;
+        return ok();
+    }
+
     // Every reachable table inside table memory, no reserved bits, no loops, no empty
     // table below the root, at most kMaxTableVisits tables reached.
     [[nodiscard]] bool check_invariants() const {
@@ -631,6 +644,28 @@ private:
             }
         }
         return L == Level::Pml4 || present > 0;
+    }
+
+    template <Level L, class F>
+    Result<bool> visit_tables(GuestFrame table, detail::TablePath path, F& fn, uint64_t& budget) const {
+        if (budget == 0) return err(Error::Corrupted);
+        --budget;
+        MM_TRY_ASSIGN(uint64_t * entries, table_at(table));
+        if (!fn(table)) return false;
+        if constexpr (L != Level::Pt) {
+            path = path.with(table);
+            for (size_t i = 0; i < kEntriesPerTable; ++i) {
+                uint64_t raw = slot_load(entries + i);
+                if (!raw_is_present(raw)) continue;
+                if (raw_has_reserved_bits(raw, L)) return err(Error::Corrupted);
+                if (raw_is_leaf(raw, L)) continue;
+                auto child = Entry<L>::from_raw(raw).frame();
+                if (path.contains(child)) return err(Error::Corrupted);
+                MM_TRY_ASSIGN(bool go_on, visit_tables<lower(L)>(child, path, fn, budget));
+                if (!go_on) return false;
+            }
+        }
+        return true;
     }
 
     template <Level L>

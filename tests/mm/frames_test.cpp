@@ -384,6 +384,41 @@ TEST(FrameAllocator, FramesInAnotherCpusCacheAreInvisibleUntilDrained) {
     EXPECT_TRUE(s.fa.check_invariants());
 }
 
+TEST(FrameAllocator, ClaimTakesExactlyTheGivenFramesAllOrNothing) {
+    Pool s(2, 1, 4096);
+    EXPECT_EQ(Frames().claim(GuestFrame(1), 1).error(), Error::BadState);
+    s.add(0, 0x1000, 1024);
+    s.add(0, 0x1400, 512);  // adjacent range of the same node
+    s.add(1, 0x2000, 512);
+    EXPECT_EQ(s.fa.claim(GuestFrame(0x1000), 0).error(), Error::InvalidParam);
+    EXPECT_EQ(s.fa.claim(GuestFrame(GuestFrame::kMaxNumber), 2).error(), Error::InvalidParam);
+    EXPECT_EQ(s.fa.claim(GuestFrame(0x0fff), 1).error(), Error::OutOfRange);
+    EXPECT_EQ(s.fa.claim(GuestFrame(0x15ff), 2).error(), Error::OutOfRange);  // past the end of node 0
+    ASSERT_EQ(s.fa.claim(GuestFrame(0x1000), 512).value(), 0u);               // a 2 MiB block
+    ASSERT_EQ(s.fa.claim(GuestFrame(0x13ff), 2).value(), 0u);                 // across the two ranges of node 0
+    ASSERT_EQ(s.fa.claim(GuestFrame(0x2005), 1).value(), 1u);
+    EXPECT_EQ(s.fa.claim(GuestFrame(0x11fe), 2).error(), Error::AlreadyExists);  // 0x11fe is taken
+    EXPECT_EQ(s.fa.stats(0).used_frames, 514u);
+    EXPECT_EQ(s.fa.stats(1).used_frames, 1u);
+    EXPECT_TRUE(s.fa.check_invariants());
+    // Claimed frames are ordinary frames in use: freed like alloc_contiguous's, never handed out again.
+    for (int i = 0; i < 1022; ++i) {
+        auto g = s.fa.alloc_contiguous(0, 1, 1);
+        ASSERT_TRUE(g.has_value());
+        EXPECT_TRUE(g->frame.number() >= 0x1200 && g->frame.number() != 0x13ff && g->frame.number() != 0x1400);
+    }
+    EXPECT_EQ(s.fa.alloc_contiguous(0, 1, 1).error(), Error::NoMemory);
+    ASSERT_TRUE(s.fa.free_contiguous(GuestFrame(0x1000), 512).has_value());
+    ASSERT_TRUE(s.fa.free(0, GuestFrame(0x2005)).has_value());
+    EXPECT_EQ(s.fa.free(0, GuestFrame(0x2005)).error(), Error::NotAllocated);
+    // A quota bounds claims like allocations.
+    ASSERT_TRUE(s.fa.configure(1, config({}, 4)).has_value());
+    EXPECT_EQ(s.fa.claim(GuestFrame(0x2000), 5).error(), Error::NoMemory);
+    EXPECT_TRUE(s.fa.claim(GuestFrame(0x2000), 4).has_value());
+    EXPECT_EQ(s.fa.claim(GuestFrame(0x2010), 1).error(), Error::NoMemory);
+    EXPECT_TRUE(s.fa.check_invariants());
+}
+
 // ---- model-based randomized test ----------------------------------------------------
 
 struct ModelRun {
@@ -494,6 +529,45 @@ struct ModelRun {
         configs[node] = c;
     }
 
+    // Ranges of the model: node 0 [0, 40) [64, 94); node 1 [200, 250); node 2 [300, 332).
+    bool in_one_node(uint64_t f, uint64_t n) const {
+        auto in = [](uint64_t x) {
+            return x < 40 || (x >= 64 && x < 94) || (x >= 200 && x < 250) || (x >= 300 && x < 332);
+        };
+        for (uint64_t k = 0; k < n; ++k)
+            if (!in(f + k) || node_of(f + k) != node_of(f)) return false;
+        return true;
+    }
+    void do_claim() {
+        for (uint32_t cpu = 0; cpu < kCpus; ++cpu) s.fa.drain(cpu);  // cached frames are not claimable
+        uint64_t f = pick(400);
+        uint64_t n = uint64_t(1) << pick(3);
+        const uint32_t node = node_of(f);
+        const auto st = s.fa.stats(node);
+        auto r = s.fa.claim(GuestFrame(f), n);
+        if (!in_one_node(f, n)) {
+            ASSERT_FALSE(r.has_value());
+            ASSERT_EQ(r.error(), Error::OutOfRange) << f << "+" << n;
+            return;
+        }
+        bool taken = false;
+        for (uint64_t k = 0; k < n; ++k) taken = taken || owned.count(f + k) != 0;
+        if (st.quota_frames != 0 && st.used_frames + n > st.quota_frames) {
+            ASSERT_FALSE(r.has_value());
+            ASSERT_EQ(r.error(), Error::NoMemory);
+            return;
+        }
+        if (taken) {
+            ASSERT_FALSE(r.has_value());
+            ASSERT_EQ(r.error(), Error::AlreadyExists);
+            return;
+        }
+        ASSERT_TRUE(r.has_value()) << f << "+" << n;
+        ASSERT_EQ(*r, node);
+        for (uint64_t k = 0; k < n; ++k) owned[f + k] = node;
+        ++claims;
+    }
+
     void check() {
         ASSERT_TRUE(s.fa.check_invariants());
         std::map<uint32_t, uint64_t> used;
@@ -518,6 +592,7 @@ struct ModelRun {
             case 7: do_bad_free(); break;
             case 8:
                 if (pick(4) == 0) do_configure();
+                if (pick(2) == 0) do_claim();
                 break;
             default: s.fa.drain(uint32_t(pick(kCpus))); break;
         }
@@ -527,19 +602,23 @@ struct ModelRun {
     Pool s;
     FrameNodeConfig configs[kNodes];
     std::map<uint64_t, uint32_t> owned;  // frame -> node, frames in guest use
+    uint64_t claims = 0;                 // successful claims
 };
 
 TEST(FrameAllocatorModel, RandomOperationsMatchTheModel) {
     uint64_t seed = pv::test::test_seed(0xf7a3e5);
     SCOPED_TRACE(pv::test::seed_trace(seed));
     std::mt19937_64 rng(seed);
+    uint64_t claims = 0;
     for (int round = 0; round < 8; ++round) {
         ModelRun run(rng);
         for (int op = 0; op < 1500; ++op) {
             ASSERT_NO_FATAL_FAILURE(run.step()) << "round " << round << " op " << op;
             ASSERT_NO_FATAL_FAILURE(run.check()) << "round " << round << " op " << op;
         }
+        claims += run.claims;
     }
+    EXPECT_GT(claims, 0U);  // the model reached successful claims, not only refusals
 }
 
 // ---- threads ---------------------------------------------------------------------

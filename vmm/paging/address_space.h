@@ -45,6 +45,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "mm/memory_set.h"
@@ -122,6 +123,20 @@ public:
     mm::Status map_linear(mm::GuestVirtRange r, mm::GuestPhysAddr pa, mm::Perm perm, bool huge);
     mm::Status map_guard(mm::GuestVirtRange r);
     mm::Status unmap_vmm_area(mm::GuestVirtRange r);
+
+    // ---- snapshots (docs/snapshot-format.md, record MemorySetAreas) ----
+    // Every area (the VMM's and the guest's) and the break, encoded. Call with no
+    // guest call or fault in flight (the vCPUs stopped).
+    [[nodiscard]] std::vector<std::byte> save_state() const;
+    // On a space just created over a restored page table (create() adopting the
+    // snapshot's root; no area mapped yet; guest memory, the boot pool included,
+    // holding the snapshot's contents): re-creates the areas of `state` without
+    // touching the page table, takes ownership of every table (TablePool::claim or
+    // FrameProvider::claim) and of every Demand leaf's frames, sets the break and
+    // checks the result (check_invariants). Errors: Invalid with a one-line reason
+    // (malformed state, a table or frame used twice, a leaf outside its area or
+    // outside guest RAM, ...); the space must then be discarded.
+    Status restore_state(std::span<const std::byte> state);
 
     // ---- inspection ----
     [[nodiscard]] PagingStats stats() const;

@@ -8,6 +8,8 @@
 //                                    the grant says which node it came from
 //   alloc_contiguous(node, n, align) n frames, frame number aligned to `align` frames
 //   free(cpu, frame) / free_contiguous(frame, n)
+//   claim(frame, n)                  exactly frames [frame, frame + n) as one allocation
+//                                    (restoring a snapshot's allocation state); the node
 // Errors: NoMemory when exhausted; anything else is passed through. Frames need
 // not be zeroed: the address space zeroes every frame before mapping it.
 // Threads: alloc(cpu)/free(cpu) may run concurrently for different cpu ids (one
@@ -35,6 +37,7 @@ concept FrameSource = requires(F f, uint32_t cpu, uint32_t node, mm::GuestFrame 
     { f.alloc_contiguous(node, n, n)->frame } -> std::convertible_to<mm::GuestFrame>;
     { f.free(cpu, fr) } -> std::same_as<mm::Status>;
     { f.free_contiguous(fr, n) } -> std::same_as<mm::Status>;
+    { *f.claim(fr, n) } -> std::convertible_to<uint32_t>;
 };
 
 class FrameProvider {
@@ -44,6 +47,10 @@ public:
     virtual mm::Result<Grant> alloc_contiguous(uint32_t node, size_t count) = 0;  // aligned to count
     virtual mm::Status free(uint32_t cpu, mm::GuestFrame frame) = 0;
     virtual mm::Status free_contiguous(mm::GuestFrame frame, size_t count) = 0;
+    // Frames [frame, frame + count) that are free, now in use (freed with free() when
+    // count is 1, else free_contiguous()); returns their node. AlreadyExists if one is in
+    // use, OutOfRange outside the provider's frames, NoMemory over a quota.
+    virtual mm::Result<uint32_t> claim(mm::GuestFrame frame, size_t count) = 0;
     [[nodiscard]] virtual uint32_t node_count() const = 0;
     // One past the highest frame number the provider can hand out (sizes the
     // address space's ownership table, which the fault path updates without a lock).
@@ -70,6 +77,11 @@ public:
     mm::Status free(uint32_t cpu, mm::GuestFrame frame) override { return m_source.free(cpu, frame); }
     mm::Status free_contiguous(mm::GuestFrame frame, size_t count) override {
         return m_source.free_contiguous(frame, count);
+    }
+    mm::Result<uint32_t> claim(mm::GuestFrame frame, size_t count) override {
+        auto r = m_source.claim(frame, count);
+        if (!r) return mm::err(r.error());
+        return static_cast<uint32_t>(*r);
     }
     [[nodiscard]] uint32_t node_count() const override { return m_nodes; }
     [[nodiscard]] uint64_t frame_limit() const override { return m_frame_limit; }

@@ -34,10 +34,12 @@ void MappingContext::set_origin(uint32_t cpu, uint32_t node) {
 mm::Status MappingContext::map_linear(GuestVirtRange r, uint64_t delta, mm::Perm pt_perm, bool huge) {
     GuestPhysAddr pa(r.start().value() + delta);
     if (!m_access(pa, r.size())) return mm::err(mm::Error::OutOfRange);  // linear areas map guest RAM only
+    if (m_restoring) return mm::ok();
     return m_pt.map_region(r, pa, pt_perm, huge);
 }
 
 mm::Status MappingContext::populate(GuestVirtRange r, uint32_t node, bool huge, mm::Perm pt_perm) {
+    if (m_restoring) return mm::ok();
     GuestVirtAddr at = r.start();
     uint64_t left = r.size();
     while (left > 0) {
@@ -155,6 +157,15 @@ void MappingContext::own(GuestFrame f, uint64_t pages, uint32_t node) {
         m_frame_node[i].store(static_cast<uint8_t>(node + 1), std::memory_order_relaxed);
     m_per_node[node].fetch_add(pages, std::memory_order_relaxed);
     m_owned.fetch_add(pages, std::memory_order_relaxed);
+}
+
+mm::Status MappingContext::adopt(GuestFrame f, uint64_t pages, uint32_t node) {
+    if ((pages != 1 && pages != kHugePages) || !can_own(f, pages, node)) return mm::err(mm::Error::OutOfRange);
+    for (uint64_t k = 0; k < pages; ++k)
+        if (owner_node(f + k) != kAnyNode) return mm::err(mm::Error::AlreadyExists);
+    own(f, pages, node);
+    if (pages == kHugePages) m_huge_live[f.number()] = kHugePages;
+    return mm::ok();
 }
 
 uint32_t MappingContext::owner_node(GuestFrame f) const {

@@ -63,6 +63,13 @@ public:
     // provider, nothing replaced). NoMemory when the provider is exhausted.
     mm::Result<bool> install_demand_page(VcpuPageTable& pt, uint32_t cpu, mm::GuestVirtAddr page, uint32_t node,
                                          mm::Perm pt_perm);
+    // Restoring a snapshot: while on, map_linear and populate record nothing in the
+    // page table (it already holds the restored entries), and adopt() takes ownership
+    // of a restored Demand leaf's frames (`pages` 1, or kHugePages for a 2 MiB block):
+    // AlreadyExists if one is owned already, OutOfRange past the frame limit.
+    void set_restoring(bool on) { m_restoring = on; }
+    [[nodiscard]] mm::Status adopt(mm::GuestFrame f, uint64_t pages, uint32_t node);
+
     // Whether nothing is mapped in r.
     [[nodiscard]] bool is_unmapped(mm::GuestVirtRange r) const;
 
@@ -109,6 +116,7 @@ private:
     uint32_t m_cpu = 0;
     uint32_t m_node = 0;
     bool m_need_flush = false;
+    bool m_restoring = false;
 };
 
 }  // namespace pv::paging

@@ -49,6 +49,23 @@ void PagingTableMemory::free_unpublished(uint32_t cpu, mm::GuestFrame frame) {
     if (m_frames.free(cpu, frame)) m_provider_tables.fetch_sub(1, std::memory_order_relaxed);
 }
 
+void PagingTableMemory::reset_pool() {
+    if (m_pool == nullptr) return;
+    std::lock_guard guard(m_pool_lock);
+    m_pool->reset();
+}
+
+mm::Status PagingTableMemory::adopt_table(mm::GuestFrame frame) {
+    if (in_boot_pool(frame)) {
+        std::lock_guard guard(m_pool_lock);
+        return m_pool->claim(frame) ? mm::ok() : mm::err(mm::Error::AlreadyExists);
+    }
+    if (!m_access(frame.start_address(), mm::kPageSize)) return mm::err(mm::Error::OutOfRange);
+    MM_TRY(m_frames.claim(frame, 1));
+    m_provider_tables.fetch_add(1, std::memory_order_relaxed);
+    return mm::ok();
+}
+
 void PagingTableMemory::free_table(mm::GuestFrame frame) { m_deferred.push_back(frame); }
 
 // Tables reached through guest-written entries may be anything (a boot table, a data

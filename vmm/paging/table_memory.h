@@ -57,6 +57,12 @@ public:
     // Gives every table freed since the last call back to its owner (after a shootdown).
     void release_deferred();
 
+    // Restoring a snapshot: forget the boot pool's tables (reset_pool), then take
+    // ownership of each table of the restored page table (adopt_table: the boot pool's
+    // or the provider's frame, claimed; AlreadyExists if it is taken twice).
+    void reset_pool();
+    [[nodiscard]] mm::Status adopt_table(mm::GuestFrame frame);
+
     // Tables currently allocated from the provider (not the boot pool), deferred ones included.
     [[nodiscard]] uint64_t provider_tables() const { return m_provider_tables.load(std::memory_order_relaxed); }
 

@@ -66,6 +66,14 @@ Expected<std::unique_ptr<GuestPaging>> GuestPaging::create(const Config& config,
     return p;
 }
 
+Expected<std::unique_ptr<GuestPaging>> GuestPaging::restore(const Config& config, const memory::GuestMemory& mem,
+                                                            x86::TablePool* boot_pool, mm::GuestFrame root,
+                                                            WorldGate& world, std::span<const std::byte> state) {
+    PV_TRY_ASSIGN(auto p, create(config, mem, boot_pool, root, world));
+    if (auto s = p->m_space->restore_state(state); !s) return mm::Unexpected<Error>{s.error()};
+    return p;
+}
+
 uint32_t GuestPaging::node_of(uint32_t vcpu) const {
     return vcpu < m_config.vcpu_node.size() ? m_config.vcpu_node[vcpu] : 0;
 }

@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "mm/frames.h"
@@ -54,6 +55,25 @@ public:
                                                          x86::TablePool* boot_pool, mm::GuestFrame root,
                                                          WorldGate& world);
     ~GuestPaging() override;
+
+    // ---- snapshots (issue 9; docs/snapshot-format.md, record MemorySetAreas) ----
+    // The guest-virtual state a snapshot carries beyond guest memory: every area (the
+    // VMM's boot areas and the guest's) and the break, encoded
+    // (GuestAddressSpace::save_state). Call with the vCPUs stopped.
+    [[nodiscard]] std::vector<std::byte> save_state() const { return m_space->save_state(); }
+    // A GuestPaging over a page table that already exists in guest memory (restored
+    // from a snapshot): create() adopting `root` (the snapshot's CR3), then the areas
+    // of `state` re-created without touching the page table (the VMM's boot areas
+    // included: do not map them again), and exactly the frames the page table uses
+    // (its tables, in the boot pool or not, and the Demand areas' leaves) taken out of
+    // the frame allocator and the boot pool. Guest memory must already hold the
+    // snapshot's contents (lazily through userfaultfd is fine: the tables are read
+    // through the host mapping). Errors: Invalid, one line, for a malformed state or a
+    // page table that does not match it (a frame used twice, a leaf outside the areas
+    // or outside the RAM map, a quota exceeded).
+    static Expected<std::unique_ptr<GuestPaging>> restore(const Config& config, const memory::GuestMemory& mem,
+                                                          x86::TablePool* boot_pool, mm::GuestFrame root,
+                                                          WorldGate& world, std::span<const std::byte> state);
 
     // hc::MemoryCalls: Mmap/Munmap/Mprotect/Brk from vCPU `vcpu`'s thread.
     int64_t call(uint32_t vcpu, abi::Call nr, const uint64_t (&args)[6], uint64_t& ret_aux) override;

@@ -41,6 +41,12 @@ bool TablePool::release_table(mm::GuestFrame frame) {
     return true;
 }
 
+bool TablePool::claim(mm::GuestFrame frame) {
+    if (!in_pool(frame) || m_used.test(frame.number() - kFirstFrame)) return false;
+    m_used.set(frame.number() - kFirstFrame);
+    return true;
+}
+
 bool TablePool::check_invariants() const { return m_base != nullptr && m_used.count() <= kFrames; }
 
 }  // namespace pv::x86

@@ -37,6 +37,13 @@ public:
     // page-table entries can be anything, so this is an answer, not an assertion.
     bool release_table(mm::GuestFrame frame);
 
+    // Restoring a snapshot: forget every table in use (reset), then mark the
+    // tables the restored page table uses (claim: false if `frame` is not a pool
+    // frame or is already claimed). Neither touches the tables' contents.
+    void reset() { m_used.reset(); }
+    bool claim(mm::GuestFrame frame);
+    [[nodiscard]] bool contains(mm::GuestFrame frame) const { return in_pool(frame); }
+
     [[nodiscard]] uint64_t used() const { return m_used.count(); }
     [[nodiscard]] bool check_invariants() const;
 

@@ -555,6 +555,48 @@ TEST_F(CorruptionTest, LoopsAreDetected) {
     EXPECT_EQ(mem.bad_frees(), 0U);
 }
 
+TEST_F(CorruptionTest, ForEachTableVisitsEveryTableAndRejectsLoops) {
+    ASSERT_TRUE(pt.map(va(0x1000), pa(0), PageSize::Size4K, kRW));
+    ASSERT_TRUE(pt.map(va(k1G + 3 * k2M), pa(k2M), PageSize::Size2M, kRW));  // a PD with a 2M leaf: no PT
+    auto tables = [&] {
+        std::vector<GuestFrame> out;
+        auto s = pt.for_each_table([&](GuestFrame f) {
+            out.push_back(f);
+            return true;
+        });
+        return s ? std::optional(out) : std::nullopt;
+    };
+    auto seen = tables();
+    ASSERT_TRUE(seen.has_value());
+    EXPECT_EQ(seen->size(), mem.live());  // root, PDPT, two PDs, one PT
+    EXPECT_EQ(seen->size(), 5U);
+    EXPECT_EQ(seen->front(), pt.root());
+    for (GuestFrame f : *seen) EXPECT_TRUE(mem.is_live(f));
+    size_t visits = 0;  // fn returning false stops the walk
+    ASSERT_TRUE(pt.for_each_table([&](GuestFrame) { return ++visits < 2; }));
+    EXPECT_EQ(visits, 2U);
+    // A PT linked from two PD entries is visited twice.
+    uint64_t* pd = child(child(root()[0])[0]);
+    pd[7] = pd[0];
+    seen = tables();
+    ASSERT_TRUE(seen.has_value());
+    EXPECT_EQ(seen->size(), 6U);
+    pd[7] = 0;
+    // A loop back to the root, reserved bits, a table outside table memory: Corrupted.
+    root()[1] = (pt.root().number() << 12) | mm::x86::pte::kIntermediate;
+    EXPECT_FALSE(tables().has_value());
+    root()[1] = 0;
+    root()[2] = (uint64_t{0x7777'0000} << 12) | mm::x86::pte::kIntermediate;
+    EXPECT_FALSE(tables().has_value());
+    root()[2] = root()[0] | mm::x86::pte::kHuge;  // PS in a PML4 entry is reserved
+    EXPECT_FALSE(tables().has_value());
+    root()[2] = 0;
+    EXPECT_TRUE(tables().has_value());
+    EXPECT_TRUE(pt.check_invariants());
+    pt.destroy();
+    EXPECT_EQ(mem.live(), 0U);
+}
+
 TEST_F(CorruptionTest, AdoptedRootOutsideMemory) {
     auto bad = Table::adopt(&mem, GuestFrame(0x9999'9999));
     EXPECT_ERR(bad.query(va(0)), Error::Corrupted);

@@ -81,6 +81,19 @@ public:
         return mm::ok();
     }
 
+    mm::Result<uint32_t> claim(mm::GuestFrame f, size_t n) {
+        std::lock_guard guard(m_lock);
+        uint64_t i = f.number() - m_first;
+        if (n == 0 || f.number() < m_first || i >= m_count || n > m_count - i) return mm::err(mm::Error::OutOfRange);
+        uint32_t node = node_of(f);
+        if (node_of(f + (n - 1)) != node) return mm::err(mm::Error::OutOfRange);
+        if (m_used + n > m_quota) return mm::err(mm::Error::NoMemory);
+        if (!range_free(i, n)) return mm::err(mm::Error::AlreadyExists);
+        for (uint64_t k = 0; k < n; ++k) m_state[i + k] = n == 1 ? kSingle : k == 0 ? kHead : kBody;
+        m_used += n;
+        return node;
+    }
+
     [[nodiscard]] uint64_t used() const {
         std::lock_guard guard(m_lock);
         return m_used;

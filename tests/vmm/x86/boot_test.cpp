@@ -45,6 +45,29 @@ TEST(TablePool, AllocatesZeroedFramesInsideThePool) {
     EXPECT_EQ(*again, frames[7]);
 }
 
+TEST(TablePool, ResetAndClaimRebuildTheUsedSetWithoutTouchingTables) {
+    auto mem = memory::GuestMemory::create(layout::kMinRamSize);
+    ASSERT_TRUE(mem.has_value());
+    TablePool pool(*mem);
+    auto a = pool.alloc_table();
+    auto b = pool.alloc_table();
+    ASSERT_TRUE(a && b);
+    (*pool.table(*b))[3] = 0x1234;  // contents a restored snapshot put there
+    pool.reset();
+    EXPECT_EQ(pool.used(), 0U);
+    EXPECT_TRUE(pool.claim(*b));
+    EXPECT_FALSE(pool.claim(*b));  // twice
+    EXPECT_EQ((*pool.table(*b))[3], 0x1234U);
+    EXPECT_FALSE(pool.claim(GuestFrame(1)));  // not a pool frame
+    EXPECT_TRUE(pool.contains(*a));
+    EXPECT_FALSE(pool.contains(GuestFrame(1)));
+    EXPECT_EQ(pool.used(), 1U);
+    auto c = pool.alloc_table();  // the first free frame: a, not the claimed b
+    ASSERT_TRUE(c.has_value());
+    EXPECT_EQ(*c, *a);
+    EXPECT_TRUE(pool.check_invariants());
+}
+
 TEST(TablePool, TableOutsideThePoolIsOutOfRange) {
     auto mem = memory::GuestMemory::create(layout::kMinRamSize);
     ASSERT_TRUE(mem.has_value());
