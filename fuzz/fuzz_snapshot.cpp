@@ -97,6 +97,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const std::string name = "fuzz.snap";
     SnapshotReader::Options options;
     options.max_blocks_per_batch = 4;
+    options.io.queue_depth = 8;  // enough for 4 block reads; a smaller ring is cheaper to set up per input
     auto r = SnapshotReader::open_fd(fd, name, options);
     if (r)
         check_reader(**r, file.size(), name);

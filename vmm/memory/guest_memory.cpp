@@ -527,6 +527,12 @@ bool GuestMemory::check_invariants() const {
     return ram_pieces == s.realizer.pieces.size();
 }
 
+void GuestMemory::prefault(mm::GuestPhysAddr gpa, uint64_t len) const {
+    auto span = host_span(gpa, len);
+    if (!span || span->empty()) return;
+    (void)::madvise(span->data(), span->size(), MADV_POPULATE_WRITE);  // a hint: a failure changes nothing
+}
+
 Expected<std::span<std::byte>> GuestMemory::host_span(mm::GuestPhysAddr gpa, uint64_t len) const {
     if (!m_state) return make_error(ErrorKind::GuestFault, "guest memory was moved from");
     std::shared_lock guard(m_state->lock);

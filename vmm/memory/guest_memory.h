@@ -132,6 +132,12 @@ public:
     // (run/world_gate.h): between delete and create its accesses would exit.
     [[nodiscard]] Status zap_translations() const;
 
+    // A hint that the host is about to write guest RAM [gpa, gpa + len) (page
+    // aligned): populates its host pages with one MADV_POPULATE_WRITE (for a
+    // demand-paged area that is a userfaultfd fault, served as usual). Contents
+    // never change; a range outside RAM or a kernel without the advice does nothing.
+    void prefault(mm::GuestPhysAddr gpa, uint64_t len) const;
+
     // Bytes of writable RAM (every area but holes and read-only areas).
     [[nodiscard]] uint64_t size() const;
     // End of the writable RAM that starts at GPA 0 and continues without a gap below 4 GiB.

@@ -99,6 +99,11 @@ void GuestAddressSpace::set_shootdown(std::function<void()> fn) {
     m_shootdown = std::move(fn);
 }
 
+void GuestAddressSpace::set_host_prefault(HostPrefault fn) {
+    Exclusive lock(*this);
+    m_ctx.set_host_prefault(std::move(fn));
+}
+
 template <class Fn>
 auto GuestAddressSpace::locked_op(Caller c, Fn&& fn) {
     Exclusive lock(*this);

@@ -107,6 +107,8 @@ public:
     [[nodiscard]] mm::GuestFrame root() const { return m_pt.root(); }  // CR3
     // Run after a call removed or downgraded translations, before frames are reused.
     void set_shootdown(std::function<void()> fn);
+    // Called with the frames of a fault-around window before they are zeroed (HostPrefault).
+    void set_host_prefault(HostPrefault fn);
 
     // ---- guest calls (abi/mem_abi.h) ----
     MemResult mmap(Caller c, uint64_t hint, uint64_t len, uint64_t prot, uint64_t flags, uint64_t node);

@@ -117,16 +117,40 @@ uint64_t GuestAddressSpace::sequential_span(uint64_t& next_fault, const Set::Are
 }
 
 // Fault-around on the shared path: present pages (or ones another vCPU wins) are
-// skipped; it stops quietly when frames run out.
+// skipped; it stops quietly when frames run out. Frames come a chunk at a time, so
+// that their host pages are populated with one call per run (MappingContext::prefault)
+// instead of a host page fault each when they are zeroed.
 uint64_t GuestAddressSpace::fault_around_shared(VcpuSlot& slot, uint32_t vcpu, GuestVirtAddr next, uint64_t pages,
                                                 uint32_t node, Perm perm) {
+    constexpr uint64_t kChunk = 32;
     uint64_t mapped = 0;
-    for (uint64_t i = 0; i < pages; ++i) {
-        GuestVirtAddr p = next + i * mm::kPageSize;
-        if (slot.pt->query(p)) continue;
-        auto r = m_ctx.install_demand_page(*slot.pt, vcpu, p, node, perm);
-        if (!r) break;
-        mapped += *r ? 1 : 0;
+    for (uint64_t i = 0; i < pages;) {
+        GuestVirtAddr at[kChunk];
+        Grant grant[kChunk];
+        uint64_t n = 0;
+        bool exhausted = false;
+        for (; i < pages && n < kChunk; ++i) {
+            GuestVirtAddr p = next + i * mm::kPageSize;
+            if (slot.pt->query(p)) continue;
+            auto g = m_ctx.alloc_frame(vcpu, node);
+            if (!g) {
+                exhausted = true;
+                break;
+            }
+            at[n] = p;
+            grant[n] = *g;
+            ++n;
+        }
+        m_ctx.prefault(std::span<const Grant>(grant, n));
+        for (uint64_t k = 0; k < n; ++k) {
+            auto r = m_ctx.install_demand_frame(*slot.pt, vcpu, at[k], grant[k], perm);
+            if (!r) {
+                for (uint64_t rest = k + 1; rest < n; ++rest) m_ctx.free_frame(vcpu, grant[rest]);
+                return mapped;
+            }
+            mapped += *r ? 1 : 0;
+        }
+        if (exhausted) break;
     }
     return mapped;
 }

@@ -14,4 +14,10 @@ namespace pv::paging {
 
 using HostAccess = std::function<Expected<std::span<std::byte>>(mm::GuestPhysAddr, uint64_t)>;
 
+// A hint that guest RAM [gpa, gpa + len) is about to be written from the host:
+// populate its host pages now, in one call (GuestMemory::prefault: one
+// MADV_POPULATE_WRITE), rather than one host page fault per page later. Never
+// changes the contents; may do nothing.
+using HostPrefault = std::function<void(mm::GuestPhysAddr, uint64_t)>;
+
 }  // namespace pv::paging

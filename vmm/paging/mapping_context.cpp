@@ -1,5 +1,6 @@
 #include "vmm/paging/mapping_context.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace pv::paging {
@@ -100,6 +101,27 @@ mm::Result<uint64_t> MappingContext::map_demand_huge(GuestVirtAddr block, uint32
 mm::Result<bool> MappingContext::install_demand_page(VcpuPageTable& pt, uint32_t cpu, GuestVirtAddr page, uint32_t node,
                                                      mm::Perm pt_perm) {
     MM_TRY_ASSIGN(Grant g, m_frames.alloc(cpu, node));
+    return install_demand_frame(pt, cpu, page, g, pt_perm);
+}
+
+void MappingContext::prefault(std::span<const Grant> frames) const {
+    if (!m_prefault || frames.empty()) return;
+    // A few frames, popped from a per-CPU cache (descending runs): sort, then one call per run.
+    constexpr size_t kMax = 64;
+    uint64_t f[kMax];
+    size_t n = frames.size() < kMax ? frames.size() : kMax;
+    for (size_t i = 0; i < n; ++i) f[i] = frames[i].frame.number();
+    std::sort(f, f + n);
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && f[j] == f[j - 1] + 1) ++j;
+        m_prefault(GuestFrame(f[i]).start_address(), (j - i) * mm::kPageSize);
+        i = j;
+    }
+}
+
+mm::Result<bool> MappingContext::install_demand_frame(VcpuPageTable& pt, uint32_t cpu, GuestVirtAddr page,
+                                                      const Grant& g, mm::Perm pt_perm) {
     mm::Status s = can_own(g.frame, 1, g.node) ? zero(g.frame, 1) : mm::err(mm::Error::BadState);
     if (s) s = pt.install(page, g.frame.start_address(), PageSize::Size4K, pt_perm);
     if (!s) {  // never visible to a vCPU: give it back at once

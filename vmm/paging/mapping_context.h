@@ -21,6 +21,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <span>
 #include <unordered_map>
 #include <vector>
 
@@ -70,6 +71,18 @@ public:
     void set_restoring(bool on) { m_restoring = on; }
     [[nodiscard]] mm::Status adopt(mm::GuestFrame f, uint64_t pages, uint32_t node);
 
+    // Fault-around on the concurrent path, in two steps: frames for a window are
+    // allocated first (alloc_frame), their host pages populated with one
+    // HostPrefault call per contiguous run of frames (prefault), then each is zeroed
+    // and installed like install_demand_page (install_demand_frame; the frame goes
+    // back to the provider unless it was installed). free_frame returns an unused one.
+    void set_host_prefault(HostPrefault fn) { m_prefault = std::move(fn); }
+    [[nodiscard]] mm::Result<Grant> alloc_frame(uint32_t cpu, uint32_t node) { return m_frames.alloc(cpu, node); }
+    void free_frame(uint32_t cpu, const Grant& g) { (void)m_frames.free(cpu, g.frame); }
+    void prefault(std::span<const Grant> frames) const;
+    mm::Result<bool> install_demand_frame(VcpuPageTable& pt, uint32_t cpu, mm::GuestVirtAddr page, const Grant& g,
+                                          mm::Perm pt_perm);
+
     // Whether nothing is mapped in r.
     [[nodiscard]] bool is_unmapped(mm::GuestVirtRange r) const;
 
@@ -117,6 +130,7 @@ private:
     uint32_t m_node = 0;
     bool m_need_flush = false;
     bool m_restoring = false;
+    HostPrefault m_prefault;
 };
 
 }  // namespace pv::paging

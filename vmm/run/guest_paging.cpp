@@ -52,6 +52,7 @@ Expected<std::unique_ptr<GuestPaging>> GuestPaging::create(const Config& config,
     paging::HostAccess access = [&mem](mm::GuestPhysAddr gpa, uint64_t len) { return mem.host_span(gpa, len); };
     PV_TRY_ASSIGN(p->m_space,
                   paging::GuestAddressSpace::create(ac, std::move(access), *p->m_provider, boot_pool, root));
+    p->m_space->set_host_prefault([&mem](mm::GuestPhysAddr gpa, uint64_t len) { mem.prefault(gpa, len); });
     GuestPaging* raw = p.get();
     // Translations changed by the host are invisible to a shadow MMU: with every
     // vCPU out of guest mode, zap them all (the TLB shootdown).

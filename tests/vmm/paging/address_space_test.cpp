@@ -246,6 +246,42 @@ TEST_F(PagingTest, FaultAroundMapsAheadOnlyWhenSequential) {
     EXPECT_EQ(read(*c + 3 * kPage), 33U);
 }
 
+TEST_F(PagingTest, FaultAroundPrefaultsTheWindowFramesInRunsBeforeZeroingThem) {
+    make_space(AddressSpaceConfig{2, 16, 4096});
+    m_as->set_shootdown([] {});
+    std::vector<std::pair<uint64_t, uint64_t>> calls;  // (gpa, len)
+    m_as->set_host_prefault([&](mm::GuestPhysAddr gpa, uint64_t len) { calls.emplace_back(gpa.value(), len); });
+    auto a = mmap(0, 64 * kPage, kRW, 0);
+    ASSERT_TRUE(a.has_value());
+    // Dirty frames the window will reuse: they must still read as zero.
+    auto dirty = mmap(0, 64 * kPage, kRW, 0);
+    ASSERT_TRUE(dirty.has_value());
+    for (uint64_t i = 0; i < 64; ++i) ASSERT_TRUE(write(*dirty + i * kPage, 0xdead));
+    ASSERT_TRUE(m_as->munmap(Caller{0, 0}, *dirty, 64 * kPage));
+    calls.clear();
+    const uint64_t before = m_as->stats().fault_around_pages;
+    ASSERT_TRUE(write(*a, 1));  // first fault: one page, no window
+    EXPECT_TRUE(calls.empty());
+    ASSERT_TRUE(write(*a + kPage, 2));  // sequential: this page + 15 more
+    EXPECT_EQ(m_as->stats().fault_around_pages - before, 15U);
+    uint64_t covered = 0;
+    for (auto [gpa, len] : calls) {
+        EXPECT_EQ(gpa % kPage, 0U);
+        EXPECT_EQ(len % kPage, 0U);
+        covered += len / kPage;
+    }
+    EXPECT_EQ(covered, 15U) << "every window frame, once";
+    // Each window page is backed by a frame inside a prefaulted run.
+    for (uint64_t i = 2; i < 17; ++i) {
+        auto m = m_as->query(mm::GuestVirtAddr(*a + i * kPage));
+        ASSERT_TRUE(m.has_value());
+        bool inside = false;
+        for (auto [gpa, len] : calls) inside = inside || (m->phys.value() >= gpa && m->phys.value() < gpa + len);
+        EXPECT_TRUE(inside) << i;
+        EXPECT_EQ(read(*a + i * kPage + 8), 0U) << "zeroed after the prefault";
+    }
+}
+
 TEST_F(PagingTest, FaultAroundIsPerVcpu) {
     make_space(AddressSpaceConfig{2, 4, 4096});
     m_as->set_shootdown([] {});
