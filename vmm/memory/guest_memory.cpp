@@ -13,6 +13,7 @@
 
 #include "mm/memory_set.h"
 #include "vmm/abi/layout.h"
+#include "vmm/base/big_reader_lock.h"
 #include "vmm/kvm/vm.h"
 #include "vmm/memory/fault_server.h"
 
@@ -251,7 +252,7 @@ struct Reservation {
 };
 
 struct GuestMemory::State {
-    mutable std::shared_mutex lock;
+    mutable BigReaderLock lock;  // read on every vCPU's fault path: readers share no cache line
     std::vector<std::byte> storage;
     std::optional<mm::MemorySet<PhysBackend>> set;
     mutable Realizer realizer;

@@ -29,7 +29,8 @@
 // the whole range lies in ONE RAM area (Hole areas have no host memory).
 //
 // Threads: map/unmap/protect/register_with take the set's lock exclusively;
-// host_span, find_area, areas and stats take it shared. A moved-from object is
+// host_span, find_area, areas and stats take it shared (a BigReaderLock: the
+// readers on different threads write no common cache line). A moved-from object is
 // empty (no areas; changes fail). Ownership: owns the
 // host mappings; the FaultServer and NodeAccounting it is given (DemandHooks)
 // must outlive it, and the VM must not run once it is destroyed.
