@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the binary seed inputs of fuzz/corpus/ (fuzz_elf, fuzz_hypercall,
-fuzz_pagetable). Text seeds (fuzz_memory_config, fuzz_cli) are written by hand.
+fuzz_pagetable, fuzz_space_state). Text seeds (fuzz_memory_config, fuzz_cli) are written by hand.
 Run from anywhere: python3 fuzz/make_seeds.py"""
 import os
 import struct
@@ -116,7 +116,37 @@ def pagetable_seeds():
     write("fuzz_pagetable", "real_chain", real)
 
 
+def space_state_seeds():
+    # Tables are frames 0x100.. (index 0..15); the allocator owns 0x100..0x7ff.
+    P, RW, US, NX = 1, 2, 4, 1 << 63
+    inter = P | RW | US
+
+    def w(table, index, value):
+        return bytes([table]) + struct.pack("<HQ", index, value)
+
+    def tables(leaves):  # kUserBase (32 GiB): PML4[0] -> PDPT[32] -> PD[0] -> PT
+        out = [w(0, 0, (0x101 << 12) | inter), w(1, 32, (0x102 << 12) | inter), w(2, 0, (0x103 << 12) | inter)]
+        out += [w(3, i, (frame << 12) | P | RW | US | NX) for i, frame in leaves]
+        return out
+
+    def structured(writes, areas):
+        return bytes([0, 1, len(writes)]) + b"".join(writes) + b"".join(bytes(a) for a in areas)
+
+    # One demand area of 4 pages (Read|Write|User = 11, kind 1, any node), two leaves mapped.
+    write("fuzz_space_state", "demand_two_leaves", structured(tables([(0, 0x200), (2, 0x201)]), [[0, 3, 11, 1, 0xFF, 0]]))
+    # The same frame mapped twice: refused.
+    write("fuzz_space_state", "frame_twice", structured(tables([(0, 0x200), (1, 0x200)]), [[0, 3, 11, 1, 0xFF, 0]]))
+    # A leaf outside every area: refused.
+    write("fuzz_space_state", "leaf_outside", structured(tables([(5, 0x200)]), [[0, 3, 11, 1, 0, 0]]))
+    # Raw mode: a header with no area and the break at its base.
+    raw = struct.pack("<IIQQ", 0x53415650, 1, 0, 0x8_0000_0000)
+    write("fuzz_space_state", "raw_empty", bytes([0, 0, 0]) + raw)
+    area = struct.pack("<QQQIBBBB", 0x8_0000_0000, 0x4000, 0, 0xFFFFFFFF, 11, 1, 0, 0)
+    write("fuzz_space_state", "raw_one_area", bytes([0, 0, 0]) + struct.pack("<IIQQ", 0x53415650, 1, 1, 0x8_0000_0000) + area)
+
+
 if __name__ == "__main__":
     elf_seeds()
     hypercall_seeds()
     pagetable_seeds()
+    space_state_seeds()
