@@ -6,15 +6,17 @@
 //   then per area, in address order: u64 start, u64 size, u64 delta (Linear),
 //   u32 node, u8 flags (mm::Perm bits), u8 kind (0 Linear, 1 Demand, 2 Guard),
 //   u8 huge, u8 populate.
-#include <cstdio>
 #include <cstring>
 #include <string>
 
 #include "vmm/paging/address_space.h"
+#include "vmm/x86/exit.h"
 
 namespace pv::paging {
 
 namespace {
+
+using x86::hex;
 
 constexpr uint32_t kStateMagic = 0x53415650;  // "PVAS"
 constexpr uint32_t kStateVersion = 1;
@@ -35,12 +37,6 @@ T get(const std::byte* p) {
     T v;
     std::memcpy(&v, p, sizeof v);
     return v;
-}
-
-std::string hex(uint64_t v) {
-    char buf[24];
-    std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-    return buf;
 }
 
 Error bad_error(const std::string& what) { return Error{ErrorKind::Invalid, 0, "address space state: " + what}; }

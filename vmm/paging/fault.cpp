@@ -122,7 +122,7 @@ uint64_t GuestAddressSpace::sequential_span(uint64_t& next_fault, const Set::Are
 // instead of a host page fault each when they are zeroed.
 uint64_t GuestAddressSpace::fault_around_shared(VcpuSlot& slot, uint32_t vcpu, GuestVirtAddr next, uint64_t pages,
                                                 uint32_t node, Perm perm) {
-    constexpr uint64_t kChunk = 32;
+    constexpr uint64_t kChunk = MappingContext::kPrefaultBatch;
     uint64_t mapped = 0;
     for (uint64_t i = 0; i < pages;) {
         GuestVirtAddr at[kChunk];

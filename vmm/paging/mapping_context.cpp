@@ -107,9 +107,8 @@ mm::Result<bool> MappingContext::install_demand_page(VcpuPageTable& pt, uint32_t
 void MappingContext::prefault(std::span<const Grant> frames) const {
     if (!m_prefault || frames.empty()) return;
     // A few frames, popped from a per-CPU cache (descending runs): sort, then one call per run.
-    constexpr size_t kMax = 64;
-    uint64_t f[kMax];
-    size_t n = frames.size() < kMax ? frames.size() : kMax;
+    uint64_t f[kPrefaultBatch];
+    size_t n = frames.size() < kPrefaultBatch ? frames.size() : kPrefaultBatch;
     for (size_t i = 0; i < n; ++i) f[i] = frames[i].frame.number();
     std::sort(f, f + n);
     for (size_t i = 0; i < n;) {

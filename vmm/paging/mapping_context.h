@@ -76,6 +76,7 @@ public:
     // HostPrefault call per contiguous run of frames (prefault), then each is zeroed
     // and installed like install_demand_page (install_demand_frame; the frame goes
     // back to the provider unless it was installed). free_frame returns an unused one.
+    static constexpr size_t kPrefaultBatch = 32;  // frames per prefault() call, at most
     void set_host_prefault(HostPrefault fn) { m_prefault = std::move(fn); }
     [[nodiscard]] mm::Result<Grant> alloc_frame(uint32_t cpu, uint32_t node) { return m_frames.alloc(cpu, node); }
     void free_frame(uint32_t cpu, const Grant& g) { (void)m_frames.free(cpu, g.frame); }
